@@ -1,0 +1,42 @@
+"""fastsae: fast top-k sparse autoencoders for dense embeddings, and the structure of their features.
+
+Public API (the compiled ``fastsae._native`` module is private):
+
+* co-occurrence of top-k codes: :class:`CooccurrenceAccumulator`, :func:`cooccurrence`,
+  :func:`distributed_cooccurrence`, the result :class:`Cooccurrence`, and normalisations in
+  :mod:`fastsae.cooc` (``normalize``, ``threshold``, ...);
+* graphs: :func:`maximum_spanning_forest`.
+"""
+
+from .cooc import (
+    Cooccurrence,
+    CooccurrenceAccumulator,
+    act_sim_cosine,
+    cooccurrence,
+    jaccard,
+    normalize,
+    normalize_frequency,
+    normalize_min,
+    npmi,
+    threshold,
+)
+from .distributed import distributed_cooccurrence
+from .graph import SpanningForest, maximum_spanning_forest
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Cooccurrence",
+    "CooccurrenceAccumulator",
+    "SpanningForest",
+    "act_sim_cosine",
+    "cooccurrence",
+    "distributed_cooccurrence",
+    "jaccard",
+    "maximum_spanning_forest",
+    "normalize",
+    "normalize_frequency",
+    "normalize_min",
+    "npmi",
+    "threshold",
+]

@@ -1,0 +1,279 @@
+"""Co-occurrence C and activation similarity D against scipy.sparse (A^T A, B^T B)."""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+
+import fastsae
+from fastsae.cooc import Cooccurrence, act_sim_cosine, jaccard, normalize, normalize_frequency, normalize_min, npmi
+
+from conftest import random_codes, run_python, scipy_reference
+
+SHAPES = {
+    "one_row_one_latent": (1, 1, 1),
+    "tiny_odd": (5, 3, 7),
+    "k_equals_n": (40, 9, 9),
+    "B200_k7_n50": (200, 7, 50),
+    "B1000_k16_n301": (1000, 16, 301),
+    "B3001_k33_n97": (3001, 33, 97),
+}
+DTYPES = {
+    "i32_f32": (np.int32, np.float32),
+    "i64_f32": (np.int64, np.float32),
+    "i32_f64": (np.int32, np.float64),
+    "i64_f64": (np.int64, np.float64),
+}
+
+
+def assert_matches_reference(res, indices, values, n):
+    C, D, freq = scipy_reference(indices, values, n)
+    counts = res.counts.toarray() if sp.issparse(res.counts) else res.counts
+    act_sim = res.act_sim.toarray() if sp.issparse(res.act_sim) else res.act_sim
+    assert counts.dtype == np.int64 and act_sim.dtype == np.float64 and res.freq.dtype == np.int64
+    np.testing.assert_array_equal(counts, C)
+    np.testing.assert_allclose(act_sim, D, rtol=1e-12, atol=0)
+    np.testing.assert_array_equal(res.freq, freq)
+    np.testing.assert_array_equal(np.diag(counts), freq)
+    assert res.n_rows == indices.shape[0]
+
+
+@pytest.mark.parametrize("shape", SHAPES.values(), ids=SHAPES.keys())
+@pytest.mark.parametrize("dtypes", DTYPES.values(), ids=DTYPES.keys())
+@pytest.mark.parametrize("dense", [True, False], ids=["dense", "sparse"])
+def test_matches_scipy(rng, shape, dtypes, dense):
+    n_rows, k, n = shape
+    idx, val = random_codes(rng, n_rows, k, n, index_dtype=dtypes[0], value_dtype=dtypes[1])
+    res = fastsae.cooccurrence(idx, val, n, dense=dense)
+    assert isinstance(res, Cooccurrence) and res.dense == dense
+    assert_matches_reference(res, idx, val, n)
+
+
+def test_chunked_equals_one_shot_equals_merged_shards(rng):
+    n = 83
+    idx, val = random_codes(rng, 2500, 11, n, value_dtype=np.float64)
+    one = fastsae.cooccurrence(idx, val, n, chunk_size=10_000)
+    chunked = fastsae.cooccurrence(idx, val, n, chunk_size=97)
+    shards = [fastsae.CooccurrenceAccumulator(n).update(idx[a:b], val[a:b]) for a, b in [(0, 700), (700, 1900), (1900, 2500)]]
+    merged = shards[2]
+    merged.merge(shards[0]).merge(shards[1])  # merged in another order than the rows
+    for res in (chunked, merged.result()):
+        np.testing.assert_array_equal(res.counts, one.counts)
+        np.testing.assert_allclose(res.act_sim, one.act_sim, rtol=1e-12, atol=0)
+        np.testing.assert_array_equal(res.freq, one.freq)
+        assert res.n_rows == one.n_rows
+    assert_matches_reference(one, idx, val, n)
+
+
+def test_chunk_order_does_not_matter(rng):
+    n = 61
+    idx, val = random_codes(rng, 1200, 8, n, value_dtype=np.float64)
+    fwd = fastsae.CooccurrenceAccumulator(n)
+    bwd = fastsae.CooccurrenceAccumulator(n, dense=False)
+    bounds = list(range(0, 1200, 100))
+    for a in bounds:
+        fwd.update(idx[a : a + 100], val[a : a + 100])
+    for a in reversed(bounds):
+        bwd.update(idx[a : a + 100], val[a : a + 100])
+    f, b = fwd.result(), bwd.result()
+    np.testing.assert_array_equal(b.counts.toarray(), f.counts)
+    np.testing.assert_allclose(b.act_sim.toarray(), f.act_sim, rtol=1e-12, atol=0)
+
+
+def test_results_do_not_depend_on_thread_count(tmp_path, rng):
+    idx, val = random_codes(rng, 4000, 24, 157, value_dtype=np.float32)
+    np.save(tmp_path / "i.npy", idx)
+    np.save(tmp_path / "v.npy", val)
+    code = f"""
+import numpy as np, fastsae
+from fastsae import _native
+i = np.load({str(tmp_path / 'i.npy')!r}); v = np.load({str(tmp_path / 'v.npy')!r})
+for dense in (True, False):
+    r = fastsae.cooccurrence(i, v, 157, chunk_size=1000, dense=dense)
+    c = r.counts if dense else r.counts.toarray(); d = r.act_sim if dense else r.act_sim.toarray()
+    np.save({str(tmp_path)!r} + f"/c_{{_native.max_threads()}}_{{dense}}.npy", c)
+    np.save({str(tmp_path)!r} + f"/d_{{_native.max_threads()}}_{{dense}}.npy", d)
+print(_native.max_threads())
+"""
+    threads = []
+    for t in ("1", "3"):
+        out = run_python(code, env={"OMP_NUM_THREADS": t})
+        assert out.returncode == 0, out.stderr
+        threads.append(out.stdout.strip())
+    assert threads == ["1", "3"]
+    for dense in (True, False):
+        # Bitwise equal: every entry is summed in row order whatever the thread count.
+        np.testing.assert_array_equal(np.load(tmp_path / f"c_1_{dense}.npy"), np.load(tmp_path / f"c_3_{dense}.npy"))
+        np.testing.assert_array_equal(np.load(tmp_path / f"d_1_{dense}.npy"), np.load(tmp_path / f"d_3_{dense}.npy"))
+
+
+def test_padding_and_inactive_rows(rng):
+    idx = np.array([[3, 3, 3], [0, 1, 2], [2, 2, 4]], dtype=np.int64)
+    val = np.array([[0.0, 0.0, 0.0], [1.0, 0.0, 2.0], [0.5, 0.0, 0.25]], dtype=np.float32)
+    res = fastsae.cooccurrence(idx, val, 5)
+    assert_matches_reference(res, idx, val, 5)
+    assert res.freq.tolist() == [1, 0, 2, 0, 1]
+    assert res.counts[0, 2] == 1 and res.counts[2, 4] == 1 and res.counts[1].sum() == 0
+    assert res.act_sim[0, 2] == 2.0 and res.act_sim[2, 2] == 4.0 + 0.25
+
+
+def test_empty_input():
+    res = fastsae.cooccurrence(np.zeros((0, 4), np.int32), np.zeros((0, 4), np.float32), 6)
+    assert res.n_rows == 0 and res.counts.sum() == 0 and res.freq.sum() == 0
+
+
+def test_torch_inputs_including_bf16(rng):
+    idx, val = random_codes(rng, 300, 6, 40, value_dtype=np.float32)
+    t_idx, t_val = torch.from_numpy(idx), torch.from_numpy(val)
+    res = fastsae.cooccurrence(t_idx, t_val, 40)
+    assert_matches_reference(res, idx, val, 40)
+    bf = t_val.to(torch.bfloat16)
+    res_bf = fastsae.CooccurrenceAccumulator(40).update(t_idx, bf).result()
+    assert_matches_reference(res_bf, idx, bf.float().numpy(), 40)
+
+
+def test_memmap_input(tmp_path, rng):
+    idx, val = random_codes(rng, 5000, 12, 70, index_dtype=np.int32)
+    np.save(tmp_path / "i.npy", idx)
+    np.save(tmp_path / "v.npy", val)
+    mi = np.load(tmp_path / "i.npy", mmap_mode="r")
+    mv = np.load(tmp_path / "v.npy", mmap_mode="r")
+    res = fastsae.cooccurrence(mi, mv, 70, chunk_size=333)
+    assert_matches_reference(res, idx, val, 70)
+
+
+def test_memory_does_not_grow_with_rows(tmp_path):
+    """Streaming 96 MB of memmapped codes must not leave them resident (subprocess, RSS)."""
+    n_rows, k = 1_000_000, 12
+    i = np.lib.format.open_memmap(tmp_path / "i.npy", mode="w+", dtype=np.int32, shape=(n_rows, k))
+    v = np.lib.format.open_memmap(tmp_path / "v.npy", mode="w+", dtype=np.float32, shape=(n_rows, k))
+    base = np.arange(k, dtype=np.int32)
+    for a in range(0, n_rows, 100_000):
+        i[a : a + 100_000] = (base + np.arange(a, a + 100_000)[:, None] % 37)
+        v[a : a + 100_000] = 1.0
+    i.flush(), v.flush()
+    del i, v
+    code = f"""
+import numpy as np, fastsae
+def rss():
+    for line in open('/proc/self/status'):
+        if line.startswith('VmRSS:'):
+            return int(line.split()[1]) * 1024
+mi = np.load({str(tmp_path / 'i.npy')!r}, mmap_mode='r'); mv = np.load({str(tmp_path / 'v.npy')!r}, mmap_mode='r')
+fastsae.cooccurrence(mi[:1000], mv[:1000], 64)   # warm up allocations
+before = rss()
+r = fastsae.cooccurrence(mi, mv, 64, chunk_size=50_000)
+after = rss()
+assert r.n_rows == {n_rows} and r.freq.sum() == {n_rows * k}
+print(after - before)
+"""
+    out = run_python(code)
+    assert out.returncode == 0, out.stderr
+    growth = int(out.stdout.strip())
+    assert growth < 40 * 2**20, f"RSS grew by {growth / 2**20:.1f} MiB over 96 MiB of input"
+
+
+def test_result_is_not_changed_by_later_updates(rng):
+    idx, val = random_codes(rng, 100, 5, 20)
+    acc = fastsae.CooccurrenceAccumulator(20)
+    acc.update(idx[:50], val[:50])
+    first = acc.result()
+    snapshot = first.counts.copy(), first.act_sim.copy()
+    acc.update(idx[50:], val[50:])
+    second = acc.result()
+    np.testing.assert_array_equal(first.counts, snapshot[0])
+    np.testing.assert_array_equal(first.act_sim, snapshot[1])
+    assert_matches_reference(second, idx, val, 20)
+
+
+def test_merge_self_pickle_and_saved_results(tmp_path, rng):
+    n = 30
+    idx, val = random_codes(rng, 400, 6, n, value_dtype=np.float64)
+    for dense in (True, False):
+        acc = fastsae.CooccurrenceAccumulator(n, dense=dense).update(idx[:200], val[:200])
+        clone = pickle.loads(pickle.dumps(acc))
+        clone.update(idx[200:], val[200:])
+        assert_matches_reference(clone.result(), idx, val, n)
+        twice = fastsae.CooccurrenceAccumulator(n, dense=dense).update(idx, val)
+        twice.merge(twice)
+        both = np.concatenate([idx, idx]), np.concatenate([val, val])
+        assert_matches_reference(twice.result(), *both, n)
+        # A saved result merges into an accumulator of either mode.
+        path = tmp_path / f"part_{dense}.npz"
+        acc.result().save(path)
+        loaded = Cooccurrence.load(path)
+        other = fastsae.CooccurrenceAccumulator(n, dense=not dense).update(idx[200:], val[200:])
+        other.merge(loaded)
+        assert_matches_reference(other.result(), idx, val, n)
+
+
+def test_corrupt_saved_file(tmp_path):
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes(b"not a zip file")
+    with pytest.raises(ValueError, match="co-occurrence"):
+        Cooccurrence.load(bad)
+    np.savez(tmp_path / "partial.npz", freq=np.zeros(3, np.int64))
+    with pytest.raises(ValueError, match="corrupt"):
+        Cooccurrence.load(tmp_path / "partial.npz")
+
+
+# ---------------------------------------------------------------------------------------------
+# Normalisations against direct numpy formulas.
+
+
+def _np_formulas(C, D, f, N):
+    C = C.astype(np.float64)
+    fi, fj = f[:, None].astype(np.float64), f[None, :].astype(np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = {
+            "frequency": C / (fi + 1),
+            "min": np.nan_to_num(C / np.minimum(fi, fj), nan=0.0, posinf=0.0),
+            "jaccard": np.nan_to_num(C / (fi + fj - C), nan=0.0, posinf=0.0),
+            "cosine": np.nan_to_num(D / np.sqrt(np.outer(np.diag(D), np.diag(D))), nan=0.0, posinf=0.0),
+        }
+        p_ij, p_i, p_j = C / N, fi / N, fj / N
+        npmi_ref = np.log(p_ij / (p_i * p_j)) / -np.log(p_ij)
+    npmi_ref = np.where(C == 0, -1.0, npmi_ref)
+    npmi_ref = np.where(C == N, 1.0, npmi_ref)
+    out["npmi"] = npmi_ref
+    return out
+
+
+@pytest.mark.parametrize("method", ["frequency", "min", "jaccard", "npmi", "cosine"])
+def test_normalisations_match_numpy(rng, method):
+    n = 45
+    idx, val = random_codes(rng, 700, 6, n - 1, value_dtype=np.float64)
+    idx[:, 0] = n - 1  # latent 44 fires in every row: exercises p_ij = 1 in NPMI
+    val[:, 0] = 1.0
+    dense = fastsae.cooccurrence(idx, val, n)
+    sparse = fastsae.cooccurrence(idx, val, n, dense=False)
+    ref = _np_formulas(dense.counts, dense.act_sim, dense.freq, dense.n_rows)[method]
+    got = normalize(dense, method)
+    np.testing.assert_allclose(got, ref, rtol=1e-12, atol=1e-15)
+    # Sparse results hold the same values on the observed pairs (structure of counts).
+    got_sp = normalize(sparse, method)
+    assert sp.issparse(got_sp)
+    mask = dense.counts > 0
+    np.testing.assert_allclose(got_sp.toarray()[mask], ref[mask], rtol=1e-12, atol=1e-15)
+    assert got_sp.nnz == np.count_nonzero(mask)
+
+
+def test_named_normalisation_functions_and_threshold(rng):
+    idx, val = random_codes(rng, 300, 5, 25)
+    res = fastsae.cooccurrence(idx, val, 25)
+    for fn, name in [(normalize_frequency, "frequency"), (normalize_min, "min"), (jaccard, "jaccard"),
+                     (npmi, "npmi"), (act_sim_cosine, "cosine")]:
+        np.testing.assert_array_equal(fn(res), normalize(res, name))
+    m = normalize_frequency(res)
+    t = fastsae.threshold(m, 0.1)
+    np.testing.assert_array_equal(t, np.where(m >= 0.1, m, 0.0))
+    ts = fastsae.threshold(sp.csr_matrix(m), 0.1)
+    np.testing.assert_array_equal(ts.toarray(), t)
+    assert ts.data.min() >= 0.1
+    np.testing.assert_array_equal(res.normalized("frequency", tau=0.1), t)
+    with pytest.raises(ValueError, match="unknown normalisation"):
+        normalize(res, "pmi")
