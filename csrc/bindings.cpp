@@ -280,4 +280,28 @@ NB_MODULE(_native, m) {
         },
         "n"_a, "rows"_a, "cols"_a, "weights"_a, "symmetrize"_a = "max",
         "Maximum spanning forest of a graph given as COO entries (Kruskal).");
+
+    m.def(
+        "msf_csr",
+        [](int64_t n, AnyArray indptr, AnyArray indices, AnyArray w, const std::string& symmetrize) {
+            check_array(indptr, "indptr", 1);
+            check_array(indices, "indices", 1);
+            check_array(w, "weights", 1);
+            require<int64_t>(indptr, "indptr");
+            if (!is<int32_t>(indices)) fail("indices has dtype " + dtype_name(indices) + ", expected int32");
+            require<double>(w, "weights");
+            if (n < 0) fail("n must be >= 0");
+            if ((int64_t)indptr.shape(0) != n + 1) fail("indptr must have n + 1 entries");
+            if (indices.shape(0) != w.shape(0)) fail("indices and weights must have one length");
+            const auto rule = parse_rule(symmetrize);
+            fastsae::Forest f;
+            {
+                nb::gil_scoped_release release;
+                f = fastsae::msf_csr(n, (const int64_t*)indptr.data(), (const int32_t*)indices.data(),
+                                     (const double*)w.data(), (int64_t)w.shape(0), rule);
+            }
+            return forest_tuple(std::move(f));
+        },
+        "n"_a, "indptr"_a, "indices"_a, "weights"_a, "symmetrize"_a = "max",
+        "Maximum spanning forest of a graph given in canonical CSR form (filter-Kruskal).");
 }

@@ -31,4 +31,8 @@ Forest msf_dense(const float* w, int64_t n, Symmetrize rule, MsfAlgorithm algo);
 Forest msf_coo(int64_t n, const int64_t* rows, const int64_t* cols, const double* w, int64_t nnz,
                Symmetrize rule);
 
+// Sparse weights in canonical CSR form (rows' column indices strictly increasing).
+Forest msf_csr(int64_t n, const int64_t* indptr, const int32_t* indices, const double* w, int64_t nnz,
+               Symmetrize rule);
+
 }  // namespace fastsae

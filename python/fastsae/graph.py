@@ -52,14 +52,17 @@ def maximum_spanning_forest(
             raise ValueError(f"weights must be square, got shape {weights.shape}")
         if algorithm == "prim":
             raise ValueError("algorithm='prim' needs a dense matrix; sparse input uses Kruskal")
-        w = sp.coo_matrix(weights)
-        w.sum_duplicates()
+        w = sp.csr_matrix(weights)  # no copy when already CSR
         if w.dtype.kind not in "fiub":
             raise TypeError(f"weights must be real numbers, got dtype {w.dtype}")
-        edges, ew = _native.msf_coo(
-            int(w.shape[0]),
-            np.ascontiguousarray(w.row, dtype=np.int64),
-            np.ascontiguousarray(w.col, dtype=np.int64),
+        if not w.has_canonical_format:  # duplicates are summed, as scipy does everywhere
+            w = w.copy()
+            w.sum_duplicates()
+        n = int(w.shape[0])
+        edges, ew = _native.msf_csr(
+            n,
+            np.ascontiguousarray(w.indptr, dtype=np.int64),
+            np.ascontiguousarray(w.indices, dtype=np.int32),
             np.ascontiguousarray(w.data, dtype=np.float64),
             symmetrize,
         )
