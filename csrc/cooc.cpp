@@ -24,19 +24,6 @@ int max_threads() {
 
 namespace {
 
-// Work is split by the latent id of the pair's smaller index into this many contiguous
-// blocks: a block's rows of C/D are written by exactly one thread, so accumulation needs no
-// atomics and every entry is summed in row order whatever the thread count (deterministic).
-// 64 blocks keep 2..16 threads busy under dynamic scheduling even with Zipf-skewed latents.
-constexpr int64_t kMaxBlocks = 64;
-
-std::vector<int32_t> make_block_starts(int64_t n) {
-    const int64_t nb = std::max<int64_t>(1, std::min(kMaxBlocks, n));
-    std::vector<int32_t> starts(nb + 1);
-    for (int64_t b = 0; b <= nb; ++b) starts[b] = static_cast<int32_t>(b * n / nb);
-    return starts;
-}
-
 struct Entry {
     int32_t idx;
     double val;
@@ -221,50 +208,88 @@ void prepare_chunk(const CodesView& codes, int64_t n_latents, int64_t row_offset
 }
 
 // ---------------------------------------------------------------------------------------------
-// PairTable: linear probing, capacity a power of two, load <= 1/2.
 
-static inline size_t hash_key(uint64_t key, size_t mask) {
-    return static_cast<size_t>((key * 0x9E3779B97F4A7C15ull) >> 17) & mask;
+static void densify(SparseRow& row, int64_t i, int64_t n) {
+    std::vector<int64_t> counts(static_cast<size_t>(n - i), 0);
+    std::vector<double> sums(static_cast<size_t>(n - i), 0.0);
+    for (size_t e = 0; e < row.cols.size(); ++e) {
+        counts[row.cols[e] - i] = row.counts[e];
+        sums[row.cols[e] - i] = row.sums[e];
+    }
+    row.dense = true;
+    row.cols = std::vector<int32_t>();
+    row.counts.swap(counts);
+    row.sums.swap(sums);
 }
 
-void PairTable::grow() {
-    const size_t cap = keys.empty() ? 1024 : keys.size() * 2;
-    std::vector<uint64_t> old_keys(cap, EMPTY_KEY);
-    std::vector<int64_t> old_counts(cap, 0);
-    std::vector<double> old_sums(cap, 0.0);
-    old_keys.swap(keys);
-    old_counts.swap(counts);
-    old_sums.swap(sums);
-    const size_t mask = cap - 1;
-    for (size_t s = 0; s < old_keys.size(); ++s) {
-        if (old_keys[s] == EMPTY_KEY) continue;
-        size_t h = hash_key(old_keys[s], mask);
-        while (keys[h] != EMPTY_KEY) h = (h + 1) & mask;
-        keys[h] = old_keys[s];
-        counts[h] = old_counts[s];
-        sums[h] = old_sums[s];
+// Calls fn(j, count, sum) for the row's stored entries in increasing j.
+template <typename F>
+static inline void for_each_entry(const SparseRow& row, int64_t i, F&& fn) {
+    if (row.dense) {
+        for (size_t e = 0; e < row.counts.size(); ++e)
+            if (row.counts[e] != 0) fn(static_cast<int32_t>(i + static_cast<int64_t>(e)), row.counts[e], row.sums[e]);
+    } else {
+        for (size_t e = 0; e < row.cols.size(); ++e) fn(row.cols[e], row.counts[e], row.sums[e]);
     }
 }
 
-void PairTable::add(uint64_t key, int64_t count, double sum) {
-    if (2 * (size + 1) > keys.size()) grow();
-    const size_t mask = keys.size() - 1;
-    size_t h = hash_key(key, mask);
-    while (true) {
-        if (keys[h] == key) {
-            counts[h] += count;
-            sums[h] += sum;
-            return;
+void merge_into(SparseRow& row, int64_t i, int64_t n, const RowItem* items, size_t m) {
+    if (m == 0) return;
+    if (row.dense) {
+        for (size_t b = 0; b < m; ++b) {
+            row.counts[items[b].col - i] += items[b].count;
+            row.sums[items[b].col - i] += items[b].sum;
         }
-        if (keys[h] == EMPTY_KEY) {
-            keys[h] = key;
-            counts[h] = count;
-            sums[h] = sum;
-            ++size;
-            return;
-        }
-        h = (h + 1) & mask;
+        return;
     }
+    const size_t r = row.cols.size();
+    // Columns not yet in the row. Rows of frequent latents soon hold every column a chunk
+    // can touch, so the common case is an in-place add with nothing moved.
+    size_t fresh = 0;
+    for (size_t a = 0, b = 0; b < m;) {
+        if (a < r && row.cols[a] < items[b].col) {
+            ++a;
+        } else {
+            fresh += (a == r || row.cols[a] != items[b].col);
+            if (a < r && row.cols[a] == items[b].col) ++a;
+            ++b;
+        }
+    }
+    if (fresh == 0) {
+        for (size_t a = 0, b = 0; b < m; ++a)
+            if (row.cols[a] == items[b].col) {
+                row.counts[a] += items[b].count;
+                row.sums[a] += items[b].sum;
+                ++b;
+            }
+        return;
+    }
+    // Merge from the back into the grown row: each element moves at most once.
+    row.cols.resize(r + fresh);
+    row.counts.resize(r + fresh);
+    row.sums.resize(r + fresh);
+    int64_t a = static_cast<int64_t>(r) - 1, b = static_cast<int64_t>(m) - 1, w = static_cast<int64_t>(r + fresh) - 1;
+    while (b >= 0) {
+        if (a >= 0 && row.cols[a] > items[b].col) {
+            row.cols[w] = row.cols[a];
+            row.counts[w] = row.counts[a];
+            row.sums[w] = row.sums[a];
+            --a;
+        } else if (a >= 0 && row.cols[a] == items[b].col) {
+            row.cols[w] = row.cols[a];
+            row.counts[w] = row.counts[a] + items[b].count;
+            row.sums[w] = row.sums[a] + items[b].sum;
+            --a;
+            --b;
+        } else {
+            row.cols[w] = items[b].col;
+            row.counts[w] = items[b].count;
+            row.sums[w] = items[b].sum;
+            --b;
+        }
+        --w;
+    }
+    if (5 * row.cols.size() >= 4 * static_cast<size_t>(n - i)) densify(row, i, n);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -297,12 +322,11 @@ CoocAccumulator::CoocAccumulator(int64_t n_latents, bool dense) : n_(n_latents),
     if (n_latents > std::numeric_limits<int32_t>::max())
         throw std::invalid_argument("n_latents must be < 2^31");
     freq_.assign(static_cast<size_t>(n_), 0);
-    block_starts_ = make_block_starts(n_);
     if (dense_) {
         buf_ = std::make_shared<DenseBuffers>(n_);
         mirrored_ = true;  // all zeros is symmetric
     } else {
-        tables_.resize(block_starts_.size() - 1);
+        rows_.resize(static_cast<size_t>(n_));
     }
 }
 
@@ -455,34 +479,83 @@ void CoocAccumulator::accumulate_dense(const PreparedChunk& ch) {
         accumulate_dense_rows(ch, ch.val32.data(), n_, buf_->counts.get(), buf_->sims.get(), freq_.data());
 }
 
+// Sparse mode: the same walk as dense mode; the chunk's entries of row i are then merged
+// into its sorted row. Few updates: collect the touched slots and sort them; many: read the
+// row accumulator in column order (already sorted).
 template <typename V>
-static void accumulate_sparse_rows(const PreparedChunk& ch, const V* val, int64_t n,
-                                   const std::vector<int32_t>& starts, std::vector<PairTable>& tables,
+static void accumulate_sparse_rows(const PreparedChunk& ch, const V* val, int64_t n, std::vector<SparseRow>& rows,
                                    int64_t* freq) {
-    const int64_t nb = static_cast<int64_t>(tables.size());
 #pragma omp parallel
     {
         RowSpa spa(n);
-#pragma omp for schedule(dynamic, 1)
-        for (int64_t b = 0; b < nb; ++b) {
-            PairTable& table = tables[b];
-            for (int64_t i = starts[b]; i < starts[b + 1]; ++i) {
-                if (ch.occ_off[i] == ch.occ_off[i + 1]) continue;
-                freq[i] += ch.occ_off[i + 1] - ch.occ_off[i];
-                const uint64_t hi = static_cast<uint64_t>(i) << 32;
-                accumulate_latent(ch, val, i, spa, [&table, hi](int64_t j, int64_t c, double h) {
-                    table.add(hi | static_cast<uint64_t>(j), c, h);
-                });
+        std::vector<RowItem> items;
+#pragma omp for schedule(dynamic, 8)
+        for (int64_t i = 0; i < n; ++i) {
+            if (ch.occ_off[i] == ch.occ_off[i + 1]) continue;
+            freq[i] += ch.occ_off[i + 1] - ch.occ_off[i];
+            SparseRow& row = rows[i];
+            const bool few = pair_updates(ch, i) * 16 < n - i;
+            if (row.dense) {  // exactly dense mode's flush, into the row's own arrays
+                int64_t* crow = row.counts.data() - i;
+                double* drow = row.sums.data() - i;
+                if (few) {
+                    accumulate_latent(ch, val, i, spa, [crow, drow](int64_t j, int64_t c, double h) {
+                        crow[j] += c;
+                        drow[j] += h;
+                    });
+                } else {
+                    walk_latent(ch, val, i, [&spa](int64_t j, double h) { spa.add(j, h); });
+                    RowSpa::Slot* sl = spa.slot.data();
+                    for (int64_t j = i; j < n; ++j) {
+                        crow[j] += sl[j].count;
+                        drow[j] += sl[j].sum;
+                        sl[j] = RowSpa::Slot{0.0, 0};
+                    }
+                }
+                continue;
             }
+            items.clear();
+            if (few) {
+                accumulate_latent(ch, val, i, spa, [&items](int64_t j, int64_t c, double h) {
+                    items.push_back(RowItem{static_cast<int32_t>(j), c, h});
+                });
+                std::sort(items.begin(), items.end(), [](const RowItem& a, const RowItem& b) { return a.col < b.col; });
+            } else {
+                walk_latent(ch, val, i, [&spa](int64_t j, double h) { spa.add(j, h); });
+                RowSpa::Slot* sl = spa.slot.data();
+                for (int64_t j = i; j < n; ++j)
+                    if (sl[j].count != 0) {
+                        items.push_back(RowItem{static_cast<int32_t>(j), sl[j].count, sl[j].sum});
+                        sl[j] = RowSpa::Slot{0.0, 0};
+                    }
+            }
+            merge_into(row, i, n, items.data(), items.size());
         }
     }
 }
 
 void CoocAccumulator::accumulate_sparse(const PreparedChunk& ch) {
     if (ch.f64)
-        accumulate_sparse_rows(ch, ch.val64.data(), n_, block_starts_, tables_, freq_.data());
+        accumulate_sparse_rows(ch, ch.val64.data(), n_, rows_, freq_.data());
     else
-        accumulate_sparse_rows(ch, ch.val32.data(), n_, block_starts_, tables_, freq_.data());
+        accumulate_sparse_rows(ch, ch.val32.data(), n_, rows_, freq_.data());
+}
+
+// Merges one set of upper-triangle totals per row, rows in parallel. `row_items(i, out)`
+// fills `out` with row i's items, ascending and unique.
+template <typename F>
+static void merge_rows(std::vector<SparseRow>& rows, F&& row_items) {
+    const int64_t n = static_cast<int64_t>(rows.size());
+#pragma omp parallel
+    {
+        std::vector<RowItem> items;
+#pragma omp for schedule(dynamic, 64)
+        for (int64_t i = 0; i < n; ++i) {
+            items.clear();
+            row_items(i, items);
+            merge_into(rows[i], i, n, items.data(), items.size());
+        }
+    }
 }
 
 void CoocAccumulator::merge(const CoocAccumulator& other) {
@@ -491,8 +564,8 @@ void CoocAccumulator::merge(const CoocAccumulator& other) {
                                     std::to_string(other.n_) + ", dense " + std::to_string(dense_) +
                                     " vs " + std::to_string(other.dense_) + ")");
     if (&other == this) {
-        CoocAccumulator copy = other;
-        copy.buf_ = dense_ ? other.buf_->clone() : nullptr;
+        CoocAccumulator copy(n_, dense_);
+        copy.merge(other);
         merge(copy);
         return;
     }
@@ -513,13 +586,9 @@ void CoocAccumulator::merge(const CoocAccumulator& other) {
                 D[i * n + j] += oD[i * n + j];
             }
     } else {
-        const int64_t nb = static_cast<int64_t>(tables_.size());
-#pragma omp parallel for schedule(dynamic, 1)
-        for (int64_t b = 0; b < nb; ++b) {
-            const PairTable& src = other.tables_[b];
-            for (size_t s = 0; s < src.keys.size(); ++s)
-                if (src.keys[s] != PairTable::EMPTY_KEY) tables_[b].add(src.keys[s], src.counts[s], src.sums[s]);
-        }
+        merge_rows(rows_, [&other](int64_t i, std::vector<RowItem>& out) {
+            for_each_entry(other.rows_[i], i, [&out](int32_t j, int64_t c, double h) { out.push_back(RowItem{j, c, h}); });
+        });
     }
 }
 
@@ -556,13 +625,11 @@ void CoocAccumulator::add_dense_totals(const int64_t* counts, const double* sims
                 D[i * n + j] += sims[i * n + j];
             }
     } else {
-        const int64_t nb = static_cast<int64_t>(tables_.size());
-#pragma omp parallel for schedule(dynamic, 1)
-        for (int64_t b = 0; b < nb; ++b)
-            for (int64_t i = block_starts_[b]; i < block_starts_[b + 1]; ++i)
-                for (int64_t j = i; j < n; ++j)
-                    if (counts[i * n + j] != 0 || sims[i * n + j] != 0.0)
-                        tables_[b].add((uint64_t(i) << 32) | uint64_t(j), counts[i * n + j], sims[i * n + j]);
+        merge_rows(rows_, [&](int64_t i, std::vector<RowItem>& out) {
+            for (int64_t j = i; j < n; ++j)
+                if (counts[i * n + j] != 0 || sims[i * n + j] != 0.0)
+                    out.push_back(RowItem{static_cast<int32_t>(j), counts[i * n + j], sims[i * n + j]});
+        });
     }
 }
 
@@ -587,12 +654,28 @@ void CoocAccumulator::add_sparse_totals(const int64_t* rows, const int64_t* cols
             buf_->sims[rows[e] * n_ + cols[e]] += sims[e];
         }
     } else {
-        for (int64_t e = 0; e < nnz; ++e) {
-            const int64_t i = rows[e];
-            const int64_t b = std::upper_bound(block_starts_.begin(), block_starts_.end(), (int32_t)i) -
-                              block_starts_.begin() - 1;
-            tables_[b].add((uint64_t(i) << 32) | uint64_t(cols[e]), counts[e], sims[e]);
-        }
+        // Group the entries by row (counting sort), sort each row by column, sum repeats.
+        std::vector<int64_t> start(static_cast<size_t>(n_ + 1), 0);
+        for (int64_t e = 0; e < nnz; ++e) ++start[rows[e] + 1];
+        for (int64_t i = 0; i < n_; ++i) start[i + 1] += start[i];
+        std::vector<RowItem> byrow(static_cast<size_t>(nnz));
+        std::vector<int64_t> fill(start.begin(), start.end() - 1);
+        for (int64_t e = 0; e < nnz; ++e)
+            byrow[fill[rows[e]]++] = RowItem{static_cast<int32_t>(cols[e]), counts[e], sims[e]};
+        merge_rows(rows_, [&](int64_t i, std::vector<RowItem>& out) {
+            out.assign(byrow.begin() + start[i], byrow.begin() + start[i + 1]);
+            std::sort(out.begin(), out.end(), [](const RowItem& a, const RowItem& b) { return a.col < b.col; });
+            size_t w = 0;
+            for (size_t e = 0; e < out.size(); ++e) {
+                if (w > 0 && out[w - 1].col == out[e].col) {
+                    out[w - 1].count += out[e].count;
+                    out[w - 1].sum += out[e].sum;
+                } else {
+                    out[w++] = out[e];
+                }
+            }
+            out.resize(w);
+        });
     }
 }
 
@@ -627,42 +710,36 @@ SparseResult CoocAccumulator::sparse_result() const {
     const int64_t n = n_;
     SparseResult out;
     out.indptr.assign(static_cast<size_t>(n + 1), 0);
-    for (const PairTable& t : tables_)
-        for (size_t s = 0; s < t.keys.size(); ++s) {
-            const uint64_t key = t.keys[s];
-            if (key == PairTable::EMPTY_KEY) continue;
-            const int64_t i = int64_t(key >> 32), j = int64_t(key & 0xffffffffu);
-            out.indptr[i + 1] += 1;
-            if (i != j) out.indptr[j + 1] += 1;
-        }
-    for (int64_t i = 0; i < n; ++i) out.indptr[i + 1] += out.indptr[i];
-    const int64_t nnz = out.indptr[n];
-    struct Item {
-        int32_t col;
-        int64_t count;
-        double sim;
-    };
-    std::vector<Item> items(static_cast<size_t>(nnz));
-    std::vector<int64_t> fill(out.indptr.begin(), out.indptr.end() - 1);
-    for (const PairTable& t : tables_)
-        for (size_t s = 0; s < t.keys.size(); ++s) {
-            const uint64_t key = t.keys[s];
-            if (key == PairTable::EMPTY_KEY) continue;
-            const int64_t i = int64_t(key >> 32), j = int64_t(key & 0xffffffffu);
-            items[fill[i]++] = Item{int32_t(j), t.counts[s], t.sums[s]};
-            if (i != j) items[fill[j]++] = Item{int32_t(i), t.counts[s], t.sums[s]};
-        }
-#pragma omp parallel for schedule(dynamic, 256)
     for (int64_t i = 0; i < n; ++i)
-        std::sort(items.begin() + out.indptr[i], items.begin() + out.indptr[i + 1],
-                  [](const Item& a, const Item& b) { return a.col < b.col; });
-    out.indices.resize(static_cast<size_t>(nnz));
-    out.counts.resize(static_cast<size_t>(nnz));
-    out.sims.resize(static_cast<size_t>(nnz));
-    for (int64_t e = 0; e < nnz; ++e) {
-        out.indices[e] = items[e].col;
-        out.counts[e] = items[e].count;
-        out.sims[e] = items[e].sim;
+        for_each_entry(rows_[i], i, [&](int32_t j, int64_t, double) {
+            out.indptr[i + 1] += 1;
+            if (j != i) out.indptr[j + 1] += 1;
+        });
+    for (int64_t i = 0; i < n; ++i) out.indptr[i + 1] += out.indptr[i];
+    const size_t nnz = static_cast<size_t>(out.indptr[n]);
+    out.indices.resize(nnz);
+    out.counts.resize(nnz);
+    out.sims.resize(nnz);
+    // Row j = its lower part (columns i < j, arriving in increasing i), then its own sorted
+    // upper part: sorted rows without any sorting.
+    std::vector<int64_t> fill(out.indptr.begin(), out.indptr.end() - 1);
+    for (int64_t i = 0; i < n; ++i)
+        for_each_entry(rows_[i], i, [&](int32_t j, int64_t c, double h) {
+            if (j == i) return;
+            const int64_t p = fill[j]++;
+            out.indices[p] = static_cast<int32_t>(i);
+            out.counts[p] = c;
+            out.sims[p] = h;
+        });
+#pragma omp parallel for schedule(dynamic, 64)
+    for (int64_t i = 0; i < n; ++i) {
+        int64_t p = fill[i];
+        for_each_entry(rows_[i], i, [&](int32_t j, int64_t c, double h) {
+            out.indices[p] = j;
+            out.counts[p] = c;
+            out.sims[p] = h;
+            ++p;
+        });
     }
     return out;
 }

@@ -58,16 +58,24 @@ constexpr int64_t kMaxChunkEntries = int64_t(1) << 24;
 void prepare_chunk(const CodesView& codes, int64_t n_latents, int64_t row_offset, bool validate_only,
                    PreparedChunk& out);
 
-// Sparse pair storage: open-addressing hash map keyed by (i << 32 | j), i <= j.
-struct PairTable {
-    std::vector<uint64_t> keys;   // EMPTY_KEY marks a free slot
+// Sparse mode keeps, for each latent i, its upper-triangle entries (columns j >= i) as one
+// row sorted by column; each chunk's entries for row i arrive sorted and are merged in. A
+// row that fills up (>= 80% of its n - i columns, where a dense row takes less memory than
+// the sorted one) turns dense: counts/sums indexed by j - i, no column list, and updates
+// become plain adds. Frequent latents' rows do this after a few chunks.
+struct SparseRow {
+    bool dense = false;
+    std::vector<int32_t> cols;  // sparse rows only
     std::vector<int64_t> counts;
     std::vector<double> sums;
-    size_t size = 0;
-    static constexpr uint64_t EMPTY_KEY = ~uint64_t(0);
-    void add(uint64_t key, int64_t count, double sum);
-    void grow();
 };
+struct RowItem {
+    int32_t col;
+    int64_t count;
+    double sum;
+};
+// Adds `m` items (ascending, unique columns) into row `i` of an n-latent accumulator.
+void merge_into(SparseRow& row, int64_t i, int64_t n, const RowItem* items, size_t m);
 
 // Dense storage shared with the arrays handed to Python; copied on write after result().
 struct FreeDeleter {
@@ -123,10 +131,9 @@ private:
     bool dense_;
     int64_t n_rows_ = 0;
     std::vector<int64_t> freq_;
-    std::vector<int32_t> block_starts_;  // n_blocks + 1 entries, fixed by n only
     std::shared_ptr<DenseBuffers> buf_;
     bool mirrored_ = false;
-    std::vector<PairTable> tables_;      // sparse mode: one per latent block
+    std::vector<SparseRow> rows_;        // sparse mode: one per latent
     PreparedChunk scratch_;              // reused between updates (no page faults per chunk)
 };
 
