@@ -259,29 +259,6 @@ NB_MODULE(_native, m) {
         "Maximum spanning forest of a dense [n, n] weight matrix -> (edges [m, 2] int64, weights [m] float64).");
 
     m.def(
-        "msf_coo",
-        [](int64_t n, AnyArray rows, AnyArray cols, AnyArray w, const std::string& symmetrize) {
-            check_array(rows, "rows", 1);
-            check_array(cols, "cols", 1);
-            check_array(w, "weights", 1);
-            require<int64_t>(rows, "rows");
-            require<int64_t>(cols, "cols");
-            require<double>(w, "weights");
-            if (rows.shape(0) != cols.shape(0) || rows.shape(0) != w.shape(0))
-                fail("rows, cols and weights must have one length");
-            const auto rule = parse_rule(symmetrize);
-            fastsae::Forest f;
-            {
-                nb::gil_scoped_release release;
-                f = fastsae::msf_coo(n, (const int64_t*)rows.data(), (const int64_t*)cols.data(),
-                                     (const double*)w.data(), (int64_t)rows.shape(0), rule);
-            }
-            return forest_tuple(std::move(f));
-        },
-        "n"_a, "rows"_a, "cols"_a, "weights"_a, "symmetrize"_a = "max",
-        "Maximum spanning forest of a graph given as COO entries (Kruskal).");
-
-    m.def(
         "msf_csr",
         [](int64_t n, AnyArray indptr, AnyArray indices, AnyArray w, const std::string& symmetrize) {
             check_array(indptr, "indptr", 1);

@@ -440,6 +440,28 @@ static inline int64_t pair_updates(const PreparedChunk& ch, int64_t i) {
     return u;
 }
 
+// Adds latent i's pairs of this chunk into a dense output row: crow[j - col0], drow[j - col0]
+// for j >= i. Few updates: straight to the row; many: via the row accumulator and one
+// sequential sweep.
+template <typename V>
+static inline void accumulate_into_row(const PreparedChunk& ch, const V* val, int64_t i, int64_t n, RowSpa& spa,
+                                       int64_t* crow, double* drow, int64_t col0) {
+    if (pair_updates(ch, i) * 16 < n - i) {
+        accumulate_latent(ch, val, i, spa, [crow, drow, col0](int64_t j, int64_t c, double h) {
+            crow[j - col0] += c;
+            drow[j - col0] += h;
+        });
+        return;
+    }
+    walk_latent(ch, val, i, [&spa](int64_t j, double h) { spa.add(j, h); });
+    RowSpa::Slot* sl = spa.slot.data();
+    for (int64_t j = i; j < n; ++j) {
+        crow[j - col0] += sl[j].count;
+        drow[j - col0] += sl[j].sum;
+        sl[j] = RowSpa::Slot{0.0, 0};
+    }
+}
+
 template <typename V>
 static void accumulate_dense_rows(const PreparedChunk& ch, const V* val, int64_t n, int64_t* C, double* D,
                                   int64_t* freq) {
@@ -450,22 +472,7 @@ static void accumulate_dense_rows(const PreparedChunk& ch, const V* val, int64_t
         for (int64_t i = 0; i < n; ++i) {
             if (ch.occ_off[i] == ch.occ_off[i + 1]) continue;
             freq[i] += ch.occ_off[i + 1] - ch.occ_off[i];
-            int64_t* crow = C + i * n;
-            double* drow = D + i * n;
-            if (pair_updates(ch, i) * 16 < n - i) {
-                accumulate_latent(ch, val, i, spa, [crow, drow](int64_t j, int64_t c, double h) {
-                    crow[j] += c;
-                    drow[j] += h;
-                });
-            } else {
-                walk_latent(ch, val, i, [&spa](int64_t j, double h) { spa.add(j, h); });
-                RowSpa::Slot* sl = spa.slot.data();
-                for (int64_t j = i; j < n; ++j) {
-                    crow[j] += sl[j].count;
-                    drow[j] += sl[j].sum;
-                    sl[j] = RowSpa::Slot{0.0, 0};
-                }
-            }
+            accumulate_into_row(ch, val, i, n, spa, C + i * n, D + i * n, 0);
         }
     }
 }
@@ -494,28 +501,12 @@ static void accumulate_sparse_rows(const PreparedChunk& ch, const V* val, int64_
             if (ch.occ_off[i] == ch.occ_off[i + 1]) continue;
             freq[i] += ch.occ_off[i + 1] - ch.occ_off[i];
             SparseRow& row = rows[i];
-            const bool few = pair_updates(ch, i) * 16 < n - i;
-            if (row.dense) {  // exactly dense mode's flush, into the row's own arrays
-                int64_t* crow = row.counts.data() - i;
-                double* drow = row.sums.data() - i;
-                if (few) {
-                    accumulate_latent(ch, val, i, spa, [crow, drow](int64_t j, int64_t c, double h) {
-                        crow[j] += c;
-                        drow[j] += h;
-                    });
-                } else {
-                    walk_latent(ch, val, i, [&spa](int64_t j, double h) { spa.add(j, h); });
-                    RowSpa::Slot* sl = spa.slot.data();
-                    for (int64_t j = i; j < n; ++j) {
-                        crow[j] += sl[j].count;
-                        drow[j] += sl[j].sum;
-                        sl[j] = RowSpa::Slot{0.0, 0};
-                    }
-                }
+            if (row.dense) {  // exactly dense mode, into the row's own arrays (column j at j - i)
+                accumulate_into_row(ch, val, i, n, spa, row.counts.data(), row.sums.data(), i);
                 continue;
             }
             items.clear();
-            if (few) {
+            if (pair_updates(ch, i) * 16 < n - i) {
                 accumulate_latent(ch, val, i, spa, [&items](int64_t j, int64_t c, double h) {
                     items.push_back(RowItem{static_cast<int32_t>(j), c, h});
                 });

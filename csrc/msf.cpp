@@ -294,9 +294,10 @@ Forest msf_csr(int64_t n, const int64_t* indptr, const int32_t* indices, const d
                Symmetrize rule) {
     check_n(n);
     if (indptr[0] != 0 || indptr[n] != nnz) throw std::invalid_argument("indptr must start at 0 and end at nnz");
+    for (int64_t i = 0; i < n; ++i)  // the whole of indptr first: it bounds every read below
+        if (indptr[i + 1] < indptr[i]) throw std::invalid_argument("indptr must be non-decreasing");
     bool all_positive = true;
     for (int64_t i = 0; i < n; ++i) {
-        if (indptr[i + 1] < indptr[i]) throw std::invalid_argument("indptr must be non-decreasing");
         for (int64_t e = indptr[i]; e < indptr[i + 1]; ++e) {
             if (indices[e] < 0 || indices[e] >= n)
                 throw std::invalid_argument("column index " + std::to_string(indices[e]) + " in row " +

@@ -138,17 +138,26 @@ def test_spanning_forest_bad_options_and_native_checks():
         fastsae.maximum_spanning_forest(sp.eye(3), algorithm="prim")
     with pytest.raises(TypeError, match="real numbers"):
         fastsae.maximum_spanning_forest(np.eye(3, dtype=complex))
-    r = np.array([0, 5], np.int64)
-    c = np.array([1, 0], np.int64)
+    indptr = np.array([0, 2, 2, 2], np.int64)
     w = np.array([1.0, 2.0])
     with pytest.raises(ValueError, match="outside"):
-        _native.msf_coo(3, r, c, w, "max")
-    with pytest.raises(ValueError, match="duplicate entry"):
-        _native.msf_coo(3, np.array([0, 0], np.int64), np.array([1, 1], np.int64), w, "max")
+        _native.msf_csr(3, indptr, np.array([1, 5], np.int32), w, "max")
+    with pytest.raises(ValueError, match="unsorted or duplicate"):
+        _native.msf_csr(3, indptr, np.array([1, 1], np.int32), w, "max")
+    with pytest.raises(ValueError, match="unsorted or duplicate"):
+        _native.msf_csr(3, indptr, np.array([2, 1], np.int32), w, "min")
+    with pytest.raises(ValueError, match="non-decreasing"):
+        _native.msf_csr(3, np.array([0, 2, 1, 2], np.int64), np.array([1, 2], np.int32), w, "max")
+    with pytest.raises(ValueError, match="non-decreasing"):  # a row pointing past the data
+        _native.msf_csr(3, np.array([0, 1000, 1, 2], np.int64), np.array([1, 2], np.int32), w, "max")
+    with pytest.raises(ValueError, match="start at 0"):
+        _native.msf_csr(3, np.array([0, 1, 1, 1], np.int64), np.array([1, 2], np.int32), w, "max")
     with pytest.raises(ValueError, match="one length"):
-        _native.msf_coo(3, r, c[:1], w, "max")
-    with pytest.raises(ValueError, match="dtype int32"):
-        _native.msf_coo(3, r.astype(np.int32), c, w, "max")
+        _native.msf_csr(3, indptr, np.array([1], np.int32), w, "max")
+    with pytest.raises(ValueError, match="n \\+ 1"):
+        _native.msf_csr(4, indptr, np.array([1, 2], np.int32), w, "max")
+    with pytest.raises(ValueError, match="expected int32"):
+        _native.msf_csr(3, indptr, np.array([1, 2], np.int64), w, "max")
 
 
 FUZZ = textwrap.dedent(
@@ -204,11 +213,14 @@ FUZZ = textwrap.dedent(
     @SETTINGS
     @given(w=maybe_strided(arrays()), rule=st.sampled_from(["max", "min", "mean", "bad"]),
            algo=st.sampled_from(["auto", "kruskal", "prim", "x"]), n=st.integers(-2, 8),
-           r=maybe_strided(arrays(1, 1)), c=maybe_strided(arrays(1, 1)))
-    def fuzz_forest(w, rule, algo, n, r, c):
+           p=maybe_strided(arrays(1, 1)), c=maybe_strided(arrays(1, 1)))
+    def fuzz_forest(w, rule, algo, n, p, c):
+        import scipy.sparse as sp
         for fn in (lambda: _native.msf_dense(w, rule, algo),
                    lambda: fastsae.maximum_spanning_forest(w, symmetrize=rule, algorithm=algo),
-                   lambda: _native.msf_coo(n, r, c, w.ravel() if w.ndim else w, rule)):
+                   lambda: fastsae.maximum_spanning_forest(sp.csr_matrix(w), symmetrize=rule),
+                   lambda: _native.msf_csr(n, p, c, w.ravel() if w.ndim else w, rule),
+                   lambda: _native.msf_csr(n, p.astype(np.int64), c.astype(np.int32), w.ravel().astype(np.float64), rule)):
             try:
                 fn()
             except OK:

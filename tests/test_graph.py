@@ -169,3 +169,13 @@ def test_self_loops_ignored_and_duplicates_summed():
     f = fastsae.maximum_spanning_forest(w)
     assert edge_set(f) == {(0, 1), (1, 2)}
     np.testing.assert_allclose(sorted(f.edge_weights), [0.75, 1.0])
+
+
+def test_package_ships_type_stubs_for_the_extension():
+    from importlib.resources import files
+
+    stub = files("fastsae") / "_native.pyi"
+    text = stub.read_text()
+    for name in ("class CoocAccumulator", "def msf_dense", "def msf_csr", "def max_threads"):
+        assert name in text
+    assert (files("fastsae") / "py.typed").is_file()
