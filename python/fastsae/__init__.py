@@ -5,7 +5,8 @@ Public API (the compiled ``fastsae._native`` module is private):
 * co-occurrence of top-k codes: :class:`CooccurrenceAccumulator`, :func:`cooccurrence`,
   :func:`distributed_cooccurrence`, the result :class:`Cooccurrence`, and normalisations in
   :mod:`fastsae.cooc` (``normalize``, ``threshold``, ...);
-* graphs: :func:`maximum_spanning_forest`.
+* graphs: :func:`maximum_spanning_forest`;
+* the model: :class:`TopKSAE` and its operations in :mod:`fastsae.ops` (:class:`SparseCode`).
 """
 
 from .cooc import (
@@ -20,12 +21,19 @@ from .cooc import (
     npmi,
     threshold,
 )
+from . import ops
 from .distributed import distributed_cooccurrence
 from .graph import SpanningForest, maximum_spanning_forest
+from .model import SAEOutput, TopKSAE
+from .ops import SparseCode
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "SAEOutput",
+    "SparseCode",
+    "TopKSAE",
+    "ops",
     "Cooccurrence",
     "CooccurrenceAccumulator",
     "SpanningForest",

@@ -1,0 +1,94 @@
+"""The torch path of the SAE operations: the CPU implementation and the tests' oracle.
+
+Sparsity is exploited where it pays on a CPU:
+
+* encode computes the dense ``[B, n]`` pre-activations (top-k needs them all) but its backward
+  flows only through the k selected entries per row: ``dW_enc = G^T x`` and ``dx = G W_enc``
+  with ``G`` the ``[B, n]`` gradient held as a sparse matrix of ``B*k`` entries, ``db_enc`` a
+  scatter-add. No dense ``[B, n]`` gradient and no ``[B, k, d]`` temporary is formed.
+* decode is a weighted gather of k decoder rows per example (``embedding_bag`` with per-sample
+  weights), never a dense ``[B, n] @ [n, d]``; its backward writes only the touched rows of
+  ``dW_dec`` and computes ``dvalues`` as a gather-dot.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def _check_encode(x: torch.Tensor, W_enc: torch.Tensor, b_enc: torch.Tensor, k: int) -> None:
+    if x.dim() != 2:
+        raise ValueError(f"x must be [B, d], got shape {tuple(x.shape)}")
+    if W_enc.dim() != 2 or W_enc.shape[1] != x.shape[1]:
+        raise ValueError(f"W_enc must be [n, d] with d={x.shape[1]}, got {tuple(W_enc.shape)}")
+    if b_enc.shape != (W_enc.shape[0],):
+        raise ValueError(f"b_enc must be [n] with n={W_enc.shape[0]}, got {tuple(b_enc.shape)}")
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= W_enc.shape[0]:
+        raise ValueError(f"k must be an int in [1, n_latents={W_enc.shape[0]}], got {k!r}")
+    if not (x.dtype == W_enc.dtype == b_enc.dtype) or not x.is_floating_point():
+        raise TypeError(f"x, W_enc and b_enc must share one floating dtype, got {x.dtype}, {W_enc.dtype}, {b_enc.dtype}")
+
+
+class TopKEncode(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, W_enc, b_enc, k):
+        pre = torch.addmm(b_enc, x, W_enc.t())  # [B, n]
+        top, indices = pre.topk(k, dim=1)  # ReLU is monotone: top-k of ReLU(pre) = ReLU(top-k)
+        values = top.clamp_min(0)
+        ctx.save_for_backward(x, W_enc, indices, values)
+        ctx.mark_non_differentiable(indices)
+        return indices, values
+
+    @staticmethod
+    def backward(ctx, _grad_indices, grad_values):
+        x, W_enc, indices, values = ctx.saved_tensors
+        B, k = indices.shape
+        n = W_enc.shape[0]
+        g = torch.where(values > 0, grad_values, torch.zeros((), dtype=grad_values.dtype))  # ReLU'
+        dx = dW = db = None
+        if ctx.needs_input_grad[0]:
+            # dx[b] = sum_j g[b, j] * W_enc[idx[b, j]]: a weighted gather of k rows.
+            dx = F.embedding_bag(indices, W_enc, per_sample_weights=g, mode="sum")
+        if ctx.needs_input_grad[1] or ctx.needs_input_grad[2]:
+            flat_idx = indices.reshape(-1)
+            flat_g = g.reshape(-1)
+            if ctx.needs_input_grad[1]:
+                rows = torch.arange(B, device=x.device).repeat_interleave(k)
+                G = torch.sparse_coo_tensor(torch.stack([flat_idx, rows]), flat_g, (n, B), check_invariants=False)
+                dW = torch.sparse.mm(G, x)  # [n, d]: only active latents' rows are non-zero
+            if ctx.needs_input_grad[2]:
+                db = torch.zeros(n, dtype=g.dtype, device=g.device).index_add_(0, flat_idx, flat_g)
+        return dx, dW, db, None
+
+
+def topk_encode(x: torch.Tensor, W_enc: torch.Tensor, b_enc: torch.Tensor, k: int):
+    """(indices ``[B, k]`` int64, values ``[B, k]``): the top-k of ``ReLU(x @ W_enc.T + b_enc)``."""
+    _check_encode(x, W_enc, b_enc, k)
+    return TopKEncode.apply(x, W_enc, b_enc, k)
+
+
+def sparse_decode(indices: torch.Tensor, values: torch.Tensor, W_dec: torch.Tensor, b_dec: torch.Tensor | None = None):
+    """``[B, d]``: ``sum_j values[:, j] * W_dec[indices[:, j]] (+ b_dec)``."""
+    if indices.dim() != 2 or values.shape != indices.shape:
+        raise ValueError(f"indices and values must both be [B, k], got {tuple(indices.shape)} and {tuple(values.shape)}")
+    if indices.dtype not in (torch.int64, torch.int32):
+        raise TypeError(f"indices must be int64 or int32, got {indices.dtype}")
+    if W_dec.dim() != 2:
+        raise ValueError(f"W_dec must be [n, d], got {tuple(W_dec.shape)}")
+    if values.dtype != W_dec.dtype:
+        raise TypeError(f"values and W_dec must share a dtype, got {values.dtype} and {W_dec.dtype}")
+    if b_dec is not None and b_dec.shape != (W_dec.shape[1],):
+        raise ValueError(f"b_dec must be [d] with d={W_dec.shape[1]}, got {tuple(b_dec.shape)}")
+    if indices.numel() and (int(indices.min()) < 0 or int(indices.max()) >= W_dec.shape[0]):
+        raise IndexError(f"indices must lie in [0, n_latents={W_dec.shape[0]})")
+    out = F.embedding_bag(indices.long(), W_dec, per_sample_weights=values, mode="sum")
+    return out if b_dec is None else out + b_dec
+
+
+def dense_topk_sae_reference(x, W_enc, b_enc, W_dec, b_dec, k):
+    """Dense formulation (tests and benchmark baseline): [B, n] codes, dense decode."""
+    pre = torch.relu(x @ W_enc.t() + b_enc)
+    top, idx = pre.topk(k, dim=1)
+    h = torch.zeros_like(pre).scatter(1, idx, top)
+    return h @ W_dec + b_dec, idx, top
