@@ -26,6 +26,7 @@ from .distributed import distributed_cooccurrence
 from .graph import SpanningForest, maximum_spanning_forest
 from .model import SAEOutput, TopKSAE
 from .ops import SparseCode
+from .train import TrainConfig, TrainResult, encode_dataset, geometric_median, train
 
 __version__ = "0.1.0"
 
@@ -33,7 +34,12 @@ __all__ = [
     "SAEOutput",
     "SparseCode",
     "TopKSAE",
+    "TrainConfig",
+    "TrainResult",
+    "encode_dataset",
+    "geometric_median",
     "ops",
+    "train",
     "Cooccurrence",
     "CooccurrenceAccumulator",
     "SpanningForest",

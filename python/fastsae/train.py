@@ -1,0 +1,504 @@
+"""Training a top-k SAE with the paper's recipe (appendix A.1/A.2).
+
+* inputs optionally standardised (zero mean, unit variance; stored in the model);
+* ``b_pre`` = geometric median of a data sample (Weiszfeld); unit decoder rows, encoder rows
+  parallel to them, scaled so initial reconstructions match the inputs' magnitude;
+* loss = nMSE (MSE over a global factor computed once: the error of predicting the data mean)
+  + alpha * AuxK (top-k_aux of the dead latents reconstructing the residual, normalised per
+  batch); Adam, constant lr, gradient clipping; the decoder-gradient component parallel to
+  each decoder row is removed before the step and rows are renormalised after it;
+* metrics as JSON lines, atomic checkpoints with optimiser and data position (``resume``),
+  and data parallelism over ``torch.distributed`` ranks (gradients all-reduced).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+
+from . import ops
+from .data import ArraySource
+from .model import TopKSAE, _atomic_write, _write_text
+from .ops import SparseCode
+
+
+@dataclass
+class TrainConfig:
+    """Every choice of the training recipe. Defaults follow the paper (appendix A)."""
+
+    n_latents: int
+    """Number of latents n."""
+    k: int
+    """Active latents per example (1 <= k < n)."""
+    epochs: float = 1.0
+    """Passes over the data (fractions allowed); the last partial batch of an epoch is dropped."""
+    batch_size: int = 1024
+    """Examples per optimiser step (global, across all processes)."""
+    lr: float = 1e-4
+    """Adam learning rate (constant)."""
+    betas: tuple[float, float] = (0.9, 0.999)
+    """Adam betas."""
+    eps: float = 1e-8
+    """Adam epsilon."""
+    grad_clip: float = 1.0
+    """Maximum global gradient norm (clipping); 0 disables it."""
+    aux_alpha: float = 1 / 32
+    """Weight alpha of the AuxK loss; 0 disables it."""
+    k_aux: int | None = None
+    """Latents used by AuxK; default 2k (at most n)."""
+    dead_window: int | None = None
+    """A latent is dead after this many examples without firing; default one epoch (N)."""
+    standardize: bool = True
+    """Standardise inputs to zero mean, unit variance per dimension (paper default)."""
+    median_sample: int = 8192
+    """Rows sampled for the geometric-median initialisation of b_pre."""
+    seed: int = 0
+    """Seed for initialisation and data order."""
+    eval_fraction: float = 0.05
+    """Fraction of rows held out for evaluation metrics when no eval data is given."""
+    log_every: int = 50
+    """Steps between metric records."""
+    checkpoint_dir: str | None = None
+    """Directory for checkpoints and metrics.jsonl; None keeps everything in memory."""
+    checkpoint_every: int = 1000
+    """Steps between checkpoints (one is always written at the end)."""
+    resume: bool = False
+    """Continue from the latest checkpoint in checkpoint_dir, if there is one."""
+    max_steps: int | None = None
+    """Stop after this many steps in total (for tests and time budgets)."""
+    dtype: str = "float32"
+    """Parameter dtype: float32 or float64."""
+    device: str | None = None
+    """Device; default cuda when available (then the Triton kernels apply), else cpu."""
+    progress: bool = True
+    """Show a progress bar."""
+
+    def __post_init__(self):
+        for name in ("n_latents", "k", "batch_size", "log_every", "checkpoint_every", "median_sample"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"{name} must be a positive int, got {v!r}")
+        if self.k >= self.n_latents:
+            raise ValueError(f"k={self.k} must be smaller than n_latents={self.n_latents}")
+        if not (self.epochs > 0 and math.isfinite(self.epochs)):
+            raise ValueError(f"epochs must be > 0, got {self.epochs}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+        if self.grad_clip < 0 or self.aux_alpha < 0:
+            raise ValueError("grad_clip and aux_alpha must be >= 0")
+        if self.k_aux is not None and not 1 <= self.k_aux <= self.n_latents:
+            raise ValueError(f"k_aux must be in [1, n_latents], got {self.k_aux}")
+        if self.dead_window is not None and self.dead_window < 1:
+            raise ValueError("dead_window must be >= 1")
+        if not 0 <= self.eval_fraction < 1:
+            raise ValueError("eval_fraction must be in [0, 1)")
+        if self.dtype not in ("float32", "float64"):
+            raise ValueError(f"dtype must be float32 or float64, got {self.dtype!r}")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ValueError("max_steps must be >= 1")
+        self.betas = tuple(self.betas)
+
+    @property
+    def k_aux_effective(self) -> int:
+        return min(self.n_latents, self.k_aux if self.k_aux is not None else 2 * self.k)
+
+
+class TrainResult(NamedTuple):
+    sae: TopKSAE
+    """The trained model (weights, standardisation statistics)."""
+    history: list[dict]
+    """One record per log interval (see :func:`train`), also in checkpoint_dir/metrics.jsonl."""
+    config: TrainConfig
+    steps: int
+    """Optimiser steps taken in total (including before a resume)."""
+
+
+def training_flops_per_example(d: int, n: int, k: int) -> float:
+    """Training FLOPs per example: 6 d (n + k).
+
+    Forward: the encoder matmul 2dn plus the sparse decoder 2kd; backward twice the forward
+    (the usual 3x rule), counting the dense encoder as the paper's compute axis does.
+    """
+    return 6.0 * d * (n + k)
+
+
+# ------------------------------------------------------------------------------------------------
+# Initialisation
+
+
+@torch.no_grad()
+def geometric_median(points: torch.Tensor, *, iters: int = 200, tol: float = 1e-9) -> torch.Tensor:
+    """Geometric median of ``[m, d]`` points (vectorised Weiszfeld, float64)."""
+    x = points.to(torch.float64)
+    y = x.mean(dim=0)
+    for _ in range(iters):
+        dist = (x - y).norm(dim=1)
+        w = 1.0 / dist.clamp_min(1e-12)
+        y_new = (w[:, None] * x).sum(dim=0) / w.sum()
+        if (y_new - y).norm() <= tol * max(1.0, y.norm().item()):
+            y = y_new
+            break
+        y = y_new
+    return y
+
+
+@torch.no_grad()
+def _initialise(sae: TopKSAE, sample: torch.Tensor, generator: torch.Generator) -> None:
+    sae.reset_parameters(generator)
+    sae.b_pre.copy_(geometric_median(sample))
+    # Encoder rows = decoder rows, scaled so that initial reconstructions have the inputs'
+    # magnitude. With b_enc = 0 the top-k selection does not depend on the scale s and the
+    # reconstruction is linear in s, so one pass at s = 1 gives s.
+    sae.W_enc.copy_(sae.W_dec)
+    z = sample.to(sae.W_enc.dtype) - sae.b_pre
+    code = ops.topk_encode(z, sae.W_enc, sae.b_enc, sae.k)
+    recon = ops.sparse_decode(code.indices, code.values, sae.W_dec)
+    scale = z.norm(dim=1).mean() / recon.norm(dim=1).mean().clamp_min(1e-12)
+    sae.W_enc.mul_(scale)
+
+
+# ------------------------------------------------------------------------------------------------
+# Distributed helpers (no-ops in one process)
+
+
+def _dist():
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        return dist
+    return None
+
+
+def _all_reduce_(t: torch.Tensor) -> torch.Tensor:
+    d = _dist()
+    if d is not None:
+        d.all_reduce(t, op=d.ReduceOp.SUM)
+    return t
+
+
+# ------------------------------------------------------------------------------------------------
+# Checkpoints: checkpoint_dir/step-000123/{config.json, sae.safetensors, trainer.pt} written to a
+# temporary folder and renamed, then checkpoint_dir/latest (one line) replaced atomically.
+
+
+def _save_checkpoint(ckpt_dir: str, sae: TopKSAE, opt: torch.optim.Optimizer, state: dict) -> None:
+    name = f"step-{state['step']:09d}"
+    final = os.path.join(ckpt_dir, name)
+    tmp = os.path.join(ckpt_dir, f".tmp-{name}-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    sae.save(tmp)
+    torch.save({"optimizer": opt.state_dict(), **state}, os.path.join(tmp, "trainer.pt"))
+    shutil.rmtree(final, ignore_errors=True)
+    os.replace(tmp, final)
+    _atomic_write(os.path.join(ckpt_dir, "latest"), lambda p: _write_text(p, name + "\n"))
+    for old in sorted(d for d in os.listdir(ckpt_dir) if d.startswith("step-") and d != name)[:-1]:
+        shutil.rmtree(os.path.join(ckpt_dir, old), ignore_errors=True)  # keep the last two
+
+
+def _load_checkpoint(ckpt_dir: str, device) -> tuple[TopKSAE, dict] | None:
+    latest = os.path.join(ckpt_dir, "latest")
+    if not os.path.exists(latest):
+        return None
+    with open(latest) as f:
+        path = os.path.join(ckpt_dir, f.read().strip())
+    sae = TopKSAE.load(path, device=device)
+    try:
+        state = torch.load(os.path.join(path, "trainer.pt"), map_location=device, weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any unreadable state is a corrupt checkpoint
+        raise ValueError(f"{path}: corrupt trainer state ({type(e).__name__}: {e})") from e
+    return sae, state
+
+
+# ------------------------------------------------------------------------------------------------
+
+
+def _aux_loss(sae: TopKSAE, z: torch.Tensor, residual: torch.Tensor, dead: torch.Tensor, k_aux: int):
+    """AuxK: the top-k_aux dead latents reconstruct the main model's residual.
+
+    Normalised per batch by the residual's own variance around its (global-batch) mean."""
+    dead_idx = dead.nonzero().squeeze(1)
+    if dead_idx.numel() == 0:
+        return None
+    k_a = min(k_aux, dead_idx.numel())
+    code = ops.topk_encode(z, sae.W_enc[dead_idx], sae.b_enc[dead_idx], k_a)
+    aux = ops.sparse_decode(code.indices, code.values, sae.W_dec[dead_idx])
+    # Batch statistics summed over all ranks so that data parallelism changes nothing.
+    stats = torch.cat([residual.sum(0), residual.pow(2).sum().reshape(1), torch.tensor([residual.shape[0]], dtype=residual.dtype)])
+    stats = _all_reduce_(stats.detach().clone())
+    count = stats[-1]
+    mean = stats[:-2] / count
+    var = (stats[-2] / count - mean.pow(2).sum()).clamp_min(1e-12)
+    return (aux - residual).pow(2).sum(dim=1).mean() / var
+
+
+@torch.no_grad()
+def _evaluate(sae: TopKSAE, source: ArraySource, rows: np.ndarray, mse_scale: float, batch: int, device) -> dict:
+    if rows.size == 0:
+        return {}
+    n = sae.n_latents
+    fired = torch.zeros(n, dtype=torch.float64)
+    se = act_sum = act_cnt = 0.0
+    for a in range(0, rows.size, batch):
+        x = source.rows(rows[a : a + batch], dtype=sae.W_enc.dtype).to(device)
+        out = sae(x)
+        se += float((out.recon - out.target).pow(2).sum())
+        v = out.code.values
+        active = v > 0
+        act_sum += float(v[active].sum())
+        act_cnt += float(active.sum())
+        fired += torch.zeros(n, dtype=torch.float64).index_add_(
+            0, out.code.indices[active].cpu(), torch.ones(int(active.sum()), dtype=torch.float64))
+    density = fired / rows.size
+    alive = density > 0
+    return {
+        "nmse_eval": se / rows.size / mse_scale,
+        "log10_density_eval": float(torch.log10(density[alive]).mean()) if alive.any() else float("nan"),
+        "never_fired_eval": float((~alive).double().mean()),
+        "mean_activation_eval": act_sum / max(act_cnt, 1.0),
+    }
+
+
+def train(data: Any, config: TrainConfig, *, eval_data: Any = None, init: TopKSAE | None = None) -> TrainResult:
+    """Train a :class:`TopKSAE` on ``data`` (``[N, d]`` numpy array, ``.npy`` path or tensor).
+
+    Metric records (every ``log_every`` steps and at the end): ``step``, ``epoch``,
+    ``examples``, ``nmse`` (training batches since the last record), ``aux_loss``, ``l0``,
+    ``dead_fraction`` (no firing within ``dead_window`` examples), ``nmse_eval``,
+    ``log10_density_eval`` (mean over latents that fired on the eval rows),
+    ``never_fired_eval``, ``mean_activation_eval`` (mean non-zero activation), ``flops``
+    (training FLOPs so far, :func:`training_flops_per_example`), ``examples_per_s``.
+    Under ``torchrun`` every rank passes the same data; each takes its share of every global
+    batch and gradients are summed across ranks, so the result equals one process.
+    ``init``: start from a copy of this model (weights and standardisation) instead of the
+    paper's initialisation (warm starts, fine-tuning).
+    """
+    if not isinstance(config, TrainConfig):
+        raise TypeError("config must be a fastsae.TrainConfig")
+    cfg = config
+    source = ArraySource(data)
+    source.check_finite()
+    device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    dtype = getattr(torch, cfg.dtype)
+    dist = _dist()
+    rank, world = (dist.get_rank(), dist.get_world_size()) if dist else (0, 1)
+    if cfg.batch_size % world:
+        raise ValueError(f"batch_size={cfg.batch_size} must be divisible by the {world} processes")
+
+    # Held-out rows (fixed by the seed) and training rows.
+    rng = np.random.default_rng(cfg.seed)
+    if eval_data is not None:
+        eval_source = ArraySource(eval_data)
+        eval_source.check_finite()
+        if eval_source.d != source.d:
+            raise ValueError(f"eval_data has d={eval_source.d}, data has d={source.d}")
+        eval_rows, train_rows = np.arange(eval_source.n_rows), np.arange(source.n_rows)
+    else:
+        eval_source = source
+        perm = rng.permutation(source.n_rows)
+        n_eval = int(round(cfg.eval_fraction * source.n_rows))
+        eval_rows, train_rows = np.sort(perm[:n_eval]), np.sort(perm[n_eval:])
+    n_train = train_rows.size
+    steps_per_epoch = n_train // cfg.batch_size
+    if steps_per_epoch == 0:
+        raise ValueError(f"{n_train} training rows are fewer than one batch of {cfg.batch_size}")
+    total_steps = max(1, int(cfg.epochs * steps_per_epoch))
+    if cfg.max_steps is not None:
+        total_steps = min(total_steps, cfg.max_steps)
+    dead_window = cfg.dead_window or n_train
+
+    ckpt_dir = cfg.checkpoint_dir
+    loaded = None
+    if ckpt_dir:
+        os.makedirs(ckpt_dir, exist_ok=True)
+        if cfg.resume:
+            loaded = _load_checkpoint(ckpt_dir, device)
+    if loaded is not None:
+        sae, state = loaded
+        if (sae.d_in, sae.n_latents, sae.k) != (source.d, cfg.n_latents, cfg.k):
+            raise ValueError(f"checkpoint is d={sae.d_in}, n={sae.n_latents}, k={sae.k}; "
+                             f"this run is d={source.d}, n={cfg.n_latents}, k={cfg.k}")
+        sae = sae.to(dtype)
+        step, mse_scale = int(state["step"]), float(state["mse_scale"])
+        since_fired = state["since_fired"].to(device)
+        history = list(state.get("history", []))
+        torch.set_rng_state(state["torch_rng"])
+    elif init is not None:
+        if (init.d_in, init.n_latents, init.k) != (source.d, cfg.n_latents, cfg.k):
+            raise ValueError(f"init is d={init.d_in}, n={init.n_latents}, k={init.k}; "
+                             f"this run is d={source.d}, n={cfg.n_latents}, k={cfg.k}")
+        sae = TopKSAE(source.d, cfg.n_latents, cfg.k, dtype=dtype, device=device)
+        sae.load_state_dict(init.state_dict())
+    else:
+        sae = TopKSAE(source.d, cfg.n_latents, cfg.k, dtype=dtype, device=device)
+    if loaded is None:
+        if cfg.standardize and init is None:
+            mean, std = source.mean_std()
+            std = np.where(std > 0, std, 1.0)  # constant dimensions stay as they are
+            sae.set_standardization(torch.from_numpy(mean), torch.from_numpy(std))
+        gen = torch.Generator().manual_seed(cfg.seed)
+        sample_rows = np.sort(rng.choice(train_rows, size=min(cfg.median_sample, n_train), replace=False))
+        if init is None:
+            sample = sae.standardize(source.rows(sample_rows, dtype=dtype)).to(device)
+            _initialise(sae, sample, gen)
+        # Global normalisation of the MSE: the error of predicting the (standardised) mean.
+        mean_z = torch.zeros(source.d, dtype=torch.float64)
+        sq = 0.0
+        for a in range(0, n_train, 65536):
+            z = sae.standardize(source.rows(train_rows[a : a + 65536], dtype=torch.float64)
+                                .to(sae.data_mean.dtype)).double()
+            mean_z += z.sum(0)
+            sq += float(z.pow(2).sum())
+        mean_z /= n_train
+        mse_scale = max(sq / n_train - float(mean_z.pow(2).sum()), 1e-12)
+        step, history = 0, []
+        since_fired = torch.zeros(cfg.n_latents, dtype=torch.int64, device=device)
+        state = None
+
+    opt = torch.optim.Adam(sae.parameters(), lr=cfg.lr, betas=cfg.betas, eps=cfg.eps)
+    if state is not None:
+        opt.load_state_dict(state["optimizer"])
+    local = cfg.batch_size // world
+    flops_per_example = training_flops_per_example(source.d, cfg.n_latents, cfg.k)
+    metrics_path = os.path.join(ckpt_dir, "metrics.jsonl") if ckpt_dir and rank == 0 else None
+    acc = {"nmse": 0.0, "aux": 0.0, "l0": 0.0, "steps": 0}
+    t_last, ex_last = time.perf_counter(), step * cfg.batch_size
+
+    bar = None
+    if cfg.progress and rank == 0:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=total_steps, initial=step, unit="step", desc=f"train k={cfg.k} n={cfg.n_latents}", leave=False)
+
+    def record() -> dict:
+        nonlocal t_last, ex_last, acc
+        now, ex = time.perf_counter(), step * cfg.batch_size
+        rec = {
+            "step": step, "epoch": step / steps_per_epoch, "examples": ex,
+            "nmse": acc["nmse"] / max(acc["steps"], 1), "aux_loss": acc["aux"] / max(acc["steps"], 1),
+            "l0": acc["l0"] / max(acc["steps"], 1),
+            "dead_fraction": float((since_fired >= dead_window).double().mean()),
+            "flops": flops_per_example * ex, "examples_per_s": (ex - ex_last) / max(now - t_last, 1e-9),
+        }
+        rec.update(_evaluate(sae, eval_source, eval_rows, mse_scale, 4096, device))
+        t_last, ex_last = time.perf_counter(), ex
+        acc = {"nmse": 0.0, "aux": 0.0, "l0": 0.0, "steps": 0}
+        history.append(rec)
+        if metrics_path:
+            with open(metrics_path, "a") as f:
+                f.write(json.dumps(rec) + "\n")
+        return rec
+
+    def checkpoint() -> None:
+        if ckpt_dir and rank == 0:
+            _save_checkpoint(ckpt_dir, sae, opt, {
+                "step": step, "mse_scale": mse_scale, "since_fired": since_fired.cpu(),
+                "torch_rng": torch.get_rng_state(), "history": history, "config": json.dumps(asdict(cfg)),
+            })
+        if dist:
+            dist.barrier()
+
+    try:
+        while step < total_steps:
+            epoch, pos = divmod(step, steps_per_epoch)
+            order = np.random.default_rng([cfg.seed, epoch]).permutation(n_train)  # data order: (seed, epoch)
+            batch_rows = train_rows[order[pos * cfg.batch_size : (pos + 1) * cfg.batch_size]]
+            x = source.rows(batch_rows[rank * local : (rank + 1) * local], dtype=dtype).to(device)
+
+            out = sae(x, mse_scale=mse_scale)
+            loss = out.nmse / world  # gradients are summed over ranks: the mean of the global batch
+            fired = torch.zeros(cfg.n_latents, dtype=torch.int64, device=device)
+            fired[out.code.indices[out.code.values > 0]] = 1
+            fired = _all_reduce_(fired) > 0
+            since_fired = torch.where(fired, torch.zeros_like(since_fired), since_fired + cfg.batch_size)
+            dead = since_fired >= dead_window
+            aux_val = 0.0
+            if cfg.aux_alpha > 0 and bool(dead.any()):
+                z = out.target - sae.b_pre
+                aux = _aux_loss(sae, z, (out.target - out.recon).detach(), dead, cfg.k_aux_effective)
+                if aux is not None:
+                    loss = loss + cfg.aux_alpha * aux / world
+                    aux_val = aux.item()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if dist:
+                for p in sae.parameters():
+                    if p.grad is not None:
+                        _all_reduce_(p.grad)
+            with torch.no_grad():
+                # Remove each decoder row's gradient component along the row (unit norm), so
+                # Adam cannot grow the norm the renormalisation would undo.
+                w, g = sae.W_dec, sae.W_dec.grad
+                if g is not None:
+                    g.sub_((g * w).sum(dim=1, keepdim=True) * w)
+            if cfg.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(sae.parameters(), cfg.grad_clip)
+            opt.step()
+            sae.normalize_decoder_()
+            step += 1
+            stats = _all_reduce_(torch.tensor([out.nmse.item(), (out.code.values > 0).sum(1).double().mean().item()],
+                                              dtype=torch.float64)) / world
+            acc["nmse"] += float(stats[0])
+            acc["l0"] += float(stats[1])
+            acc["aux"] += aux_val
+            acc["steps"] += 1
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(nmse=f"{float(stats[0]):.4f}")
+            if step % cfg.log_every == 0 or step == total_steps:
+                record()
+            if step % cfg.checkpoint_every == 0 or step == total_steps:
+                checkpoint()
+    finally:
+        if bar is not None:
+            bar.close()
+    return TrainResult(sae, history, cfg, step)
+
+
+@torch.no_grad()
+def encode_dataset(sae: TopKSAE, data: Any, *, batch_size: int = 4096, out_dir: str | None = None,
+                   progress: bool = False) -> SparseCode:
+    """Top-k codes of every row of ``data`` (raw inputs; the model's standardisation applies).
+
+    With ``out_dir`` the codes go to ``out_dir/indices.npy`` (int64) and ``values.npy``
+    (float32) as memmaps, written to temporary names and renamed when complete; the returned
+    tensors share that memory.
+    """
+    source = ArraySource(data)
+    if source.d != sae.d_in:
+        raise ValueError(f"data has d={source.d}, the SAE expects d={sae.d_in}")
+    n, k = source.n_rows, sae.k
+    device = sae.W_enc.device
+    if out_dir:
+        os.makedirs(out_dir, exist_ok=True)
+        ti, tv = os.path.join(out_dir, ".indices.npy.tmp"), os.path.join(out_dir, ".values.npy.tmp")
+        idx = np.lib.format.open_memmap(ti, mode="w+", dtype=np.int64, shape=(n, k))
+        val = np.lib.format.open_memmap(tv, mode="w+", dtype=np.float32, shape=(n, k))
+    else:
+        idx, val = np.empty((n, k), np.int64), np.empty((n, k), np.float32)
+    rows = np.arange(n)
+    it = range(0, n, batch_size)
+    if progress:
+        from tqdm.auto import tqdm
+
+        it = tqdm(it, desc="encode", unit="batch")
+    for a in it:
+        x = source.rows(rows[a : a + batch_size], dtype=sae.W_enc.dtype).to(device)
+        code = sae.encode(x)
+        idx[a : a + batch_size] = code.indices.cpu().numpy()
+        val[a : a + batch_size] = code.values.float().cpu().numpy()
+    if out_dir:
+        idx.flush(), val.flush()
+        del idx, val
+        os.replace(ti, os.path.join(out_dir, "indices.npy"))
+        os.replace(tv, os.path.join(out_dir, "values.npy"))
+        idx = np.load(os.path.join(out_dir, "indices.npy"), mmap_mode="r+")
+        val = np.load(os.path.join(out_dir, "values.npy"), mmap_mode="r+")
+    return SparseCode(torch.from_numpy(idx), torch.from_numpy(val))
