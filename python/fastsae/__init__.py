@@ -26,7 +26,8 @@ from .distributed import distributed_cooccurrence
 from .graph import SpanningForest, maximum_spanning_forest
 from .model import SAEOutput, TopKSAE
 from .ops import SparseCode
-from .train import TrainConfig, TrainResult, encode_dataset, geometric_median, train
+from .sweeps import PowerLawFit, SweepResult, fit_power_law, sweep
+from .trainer import TrainConfig, TrainResult, encode_dataset, geometric_median, train
 
 __version__ = "0.1.0"
 
@@ -34,9 +35,13 @@ __all__ = [
     "SAEOutput",
     "SparseCode",
     "TopKSAE",
+    "PowerLawFit",
+    "SweepResult",
     "TrainConfig",
     "TrainResult",
     "encode_dataset",
+    "fit_power_law",
+    "sweep",
     "geometric_median",
     "ops",
     "train",

@@ -1,4 +1,4 @@
-"""The ``fastsae`` command line.
+"""The ``fastsae`` command line: ``demo``, ``train``, ``sweep``.
 
 ``fastsae demo`` runs the main job on built-in generated data: top-k codes with planted
 feature families -> co-occurrence C and activation similarity D (native) -> the paper's
@@ -85,6 +85,62 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train_kwargs(args: argparse.Namespace) -> dict:
+    kw = dict(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+              aux_alpha=args.aux_alpha, grad_clip=args.grad_clip, standardize=not args.no_standardize,
+              log_every=args.log_every, checkpoint_every=args.checkpoint_every, progress=not args.quiet)
+    if args.max_steps:
+        kw["max_steps"] = args.max_steps
+    if args.device:
+        kw["device"] = args.device
+    return kw
+
+
+def _train(args: argparse.Namespace) -> int:
+    from .trainer import TrainConfig, train
+
+    out = args.out
+    cfg = TrainConfig(n_latents=args.n_latents, k=args.k, checkpoint_dir=os.path.join(out, "checkpoints"),
+                      resume=not args.restart, **_train_kwargs(args))
+    res = train(args.data, cfg)
+    res.sae.save(os.path.join(out, "model"))
+    last = res.history[-1]
+    print(f"trained k={args.k} n={args.n_latents}: {res.steps} steps, nMSE (held out) "
+          f"{last.get('nmse_eval', last['nmse']):.4f}, dead {last['dead_fraction']:.3f}")
+    print(f"model: {out}/model  metrics: {out}/checkpoints/metrics.jsonl")
+    return 0
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    from .sweeps import sweep
+
+    res = sweep(args.data, args.k, args.n, args.out, **_train_kwargs(args))
+    with open(res.files["table2.md"]) as f:
+        print(f.read())
+    for k, fit in sorted(res.fits_n.items()):
+        lo, hi = fit.exponent_ci
+        print(f"k={k}: {fit.formula('n')}  R2={fit.r2:.3f}  exponent 95% CI [{lo:.3f}, {hi:.3f}]")
+    for k, fit in sorted(res.fits_flops.items()):
+        print(f"k={k}: {fit.formula('C')}  R2={fit.r2:.3f}")
+    print("written: " + ", ".join(sorted(res.files.values())))
+    return 0
+
+
+def _add_train_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--epochs", type=float, default=1.0, help="passes over the data (default 1)")
+    p.add_argument("--batch-size", type=int, default=1024, help="examples per step (default 1024)")
+    p.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate (default 1e-4)")
+    p.add_argument("--aux-alpha", type=float, default=1 / 32, help="AuxK weight (default 1/32)")
+    p.add_argument("--grad-clip", type=float, default=1.0, help="gradient-norm clip (default 1; 0 = off)")
+    p.add_argument("--no-standardize", action="store_true", help="do not standardise inputs")
+    p.add_argument("--max-steps", type=int, default=None, help="stop after this many steps")
+    p.add_argument("--log-every", type=int, default=50, help="steps between metric records")
+    p.add_argument("--checkpoint-every", type=int, default=1000, help="steps between checkpoints")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="fastsae", description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="command", required=True)
@@ -98,6 +154,23 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--out", default="runs/demo", help="run directory (default runs/demo; '' to skip writing)")
     d.set_defaults(func=_demo)
+
+    t = sub.add_parser("train", help="train one top-k SAE on a .npy file of embeddings (resumable)")
+    t.add_argument("data", help="[N, d] float .npy file (memory-mapped, never loaded whole)")
+    t.add_argument("--n-latents", type=int, required=True, help="number of latents n")
+    t.add_argument("--k", type=int, required=True, help="active latents per example")
+    t.add_argument("--out", required=True, help="run directory (model/, checkpoints/, metrics.jsonl)")
+    t.add_argument("--restart", action="store_true", help="ignore existing checkpoints in --out")
+    _add_train_options(t)
+    t.set_defaults(func=_train)
+
+    s = sub.add_parser("sweep", help="train a (k, n) grid; write Table 2, scaling-law fits and figures")
+    s.add_argument("data", help="[N, d] float .npy file")
+    s.add_argument("--k", type=int, nargs="+", required=True, help="values of k")
+    s.add_argument("--n", type=int, nargs="+", required=True, help="values of n (latents)")
+    s.add_argument("--out", required=True, help="sweep directory (one folder per run; reruns resume)")
+    _add_train_options(s)
+    s.set_defaults(func=_sweep)
     return ap
 
 
