@@ -24,6 +24,7 @@ from .cooc import (
 from . import ops
 from .distributed import distributed_cooccurrence
 from .graph import SpanningForest, maximum_spanning_forest
+from .formats import load_sae
 from .model import SAEOutput, TopKSAE
 from .ops import SparseCode
 from .sweeps import PowerLawFit, SweepResult, fit_power_law, sweep
@@ -41,6 +42,7 @@ __all__ = [
     "TrainResult",
     "encode_dataset",
     "fit_power_law",
+    "load_sae",
     "sweep",
     "geometric_median",
     "ops",
