@@ -29,7 +29,7 @@ def step_fn(sae, opt, x, dense: bool):
         loss.backward()
         with torch.no_grad():
             w, g = sae.W_dec, sae.W_dec.grad
-            g.sub_((g * w).sum(dim=1, keepdim=True) * w)
+            g.addcmul_(torch.linalg.vecdot(g, w).unsqueeze(1), w, value=-1)  # no [n, d] temporary
         torch.nn.utils.clip_grad_norm_(sae.parameters(), 1.0)
         opt.step()
         sae.normalize_decoder_()

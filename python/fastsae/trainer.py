@@ -447,7 +447,7 @@ def train(data: Any, config: TrainConfig, *, eval_data: Any = None, init: TopKSA
                 # Adam cannot grow the norm the renormalisation would undo.
                 w, g = sae.W_dec, sae.W_dec.grad
                 if g is not None:
-                    g.sub_((g * w).sum(dim=1, keepdim=True) * w)
+                    g.addcmul_(torch.linalg.vecdot(g, w).unsqueeze(1), w, value=-1)  # no [n, d] temporary
             if cfg.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(sae.parameters(), cfg.grad_clip)
             opt.step()

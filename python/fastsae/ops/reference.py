@@ -13,6 +13,8 @@ Sparsity is exploited where it pays on a CPU:
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 import torch.nn.functional as F
 
@@ -54,12 +56,30 @@ class TopKEncode(torch.autograd.Function):
             flat_idx = indices.reshape(-1)
             flat_g = g.reshape(-1)
             if ctx.needs_input_grad[1]:
-                rows = torch.arange(B, device=x.device).repeat_interleave(k)
-                G = torch.sparse_coo_tensor(torch.stack([flat_idx, rows]), flat_g, (n, B), check_invariants=False)
-                dW = torch.sparse.mm(G, x)  # [n, d]: only active latents' rows are non-zero
+                dW = _sparse_t_matmul(flat_idx, flat_g, x, n, k)  # [n, d]: only active rows non-zero
             if ctx.needs_input_grad[2]:
                 db = torch.zeros(n, dtype=g.dtype, device=g.device).index_add_(0, flat_idx, flat_g)
         return dx, dW, db, None
+
+
+def _sparse_t_matmul(flat_idx: torch.Tensor, flat_g: torch.Tensor, x: torch.Tensor, n: int, k: int) -> torch.Tensor:
+    """``G^T x`` for the ``[B, n]`` matrix G with ``B*k`` entries (row b: ``flat_g`` at ``flat_idx``).
+
+    As a CSR matrix sorted by latent (MKL's sparse-dense product on the CPU): 33 ms against 60 ms
+    for the COO product at B=1024, k=64, n=9216, d=1536 (2-core EPYC VM). COO for dtypes the
+    CSR kernel lacks (bf16/fp16)."""
+    B = x.shape[0]
+    rows = torch.arange(B, device=x.device).repeat_interleave(k)
+    if x.dtype in (torch.float32, torch.float64) and x.device.type == "cpu":
+        order = torch.argsort(flat_idx, stable=True)
+        crow = torch.zeros(n + 1, dtype=torch.int64, device=x.device)
+        crow[1:] = torch.bincount(flat_idx, minlength=n).cumsum(0)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "sparse CSR support is in beta"
+            G = torch.sparse_csr_tensor(crow, rows[order], flat_g[order], (n, B), check_invariants=False)
+            return G @ x
+    G = torch.sparse_coo_tensor(torch.stack([flat_idx, rows]), flat_g, (n, B), check_invariants=False)
+    return torch.sparse.mm(G, x)
 
 
 def topk_encode(x: torch.Tensor, W_enc: torch.Tensor, b_enc: torch.Tensor, k: int):
