@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -96,8 +97,10 @@ def test_resume_reproduces_the_uninterrupted_run(tmp_path):
     X = planted(n_rows=3000)
     cfg = dict(epochs=3, log_every=5, checkpoint_every=5, dead_window=600)
     full = train(X, small_config(checkpoint_dir=str(tmp_path / "full"), **cfg))
-    part = train(X, small_config(checkpoint_dir=str(tmp_path / "cut"), max_steps=15, **cfg))  # "killed" at 15
+    part = train(X, small_config(checkpoint_dir=str(tmp_path / "cut"), max_steps=15, **cfg))
     assert part.steps == 15
+    # "Killed" after logging step 15 but before its checkpoint landed: the latest is step 10.
+    (tmp_path / "cut" / "latest").write_text("step-000000010\n")
     resumed = train(X, small_config(checkpoint_dir=str(tmp_path / "cut"), resume=True, **cfg))
     assert resumed.steps == full.steps
     for (name, a), (_, b) in zip(full.sae.state_dict().items(), resumed.sae.state_dict().items()):
@@ -107,6 +110,8 @@ def test_resume_reproduces_the_uninterrupted_run(tmp_path):
            [{k: v for k, v in h.items() if k not in drop} for h in resumed.history]
     lines = (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()
     assert len(lines) == len(full.history)
+    resumed_lines = (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(a)["step"] for a in resumed_lines] == [json.loads(a)["step"] for a in lines]
     # Only the last two checkpoints are kept, and `latest` names the final one.
     assert (tmp_path / "full" / "latest").read_text().strip() == f"step-{full.steps:09d}"
     assert len([d for d in os.listdir(tmp_path / "full") if d.startswith("step-")]) == 2

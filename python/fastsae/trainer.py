@@ -378,6 +378,11 @@ def train(data: Any, config: TrainConfig, *, eval_data: Any = None, init: TopKSA
     local = cfg.batch_size // world
     flops_per_example = training_flops_per_example(source.d, cfg.n_latents, cfg.k)
     metrics_path = os.path.join(ckpt_dir, "metrics.jsonl") if ckpt_dir and rank == 0 else None
+    if metrics_path:
+        # Start the file from what the checkpoint holds: records a killed run logged after its
+        # last checkpoint are logged again by this run, not duplicated.
+        text = "".join(json.dumps(r) + "\n" for r in history)
+        _atomic_write(metrics_path, lambda p: _write_text(p, text))
     acc = {"nmse": 0.0, "aux": 0.0, "l0": 0.0, "steps": 0}
     t_last, ex_last = time.perf_counter(), step * cfg.batch_size
 
