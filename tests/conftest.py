@@ -3,6 +3,13 @@
 from __future__ import annotations
 
 import os
+
+import torch
+
+# Triton kernels run on CPU tensors under the interpreter; it must be on before any kernel is
+# defined (fastsae imports its kernel modules lazily, so setting it here is early enough).
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 import subprocess
 import sys
 

@@ -11,7 +11,8 @@ Steps, each skipped when already satisfied:
    installing on a CPU machine, ``pip install --dry-run --report`` checks which wheel pip
    would take and refuses a CUDA build (multi-GB) -- set ``FASTSAE_TORCH_INDEX`` (e.g.
    https://download.pytorch.org/whl/cpu) where the CPU wheel is not on a local find-links;
-3. install the build backend and the package with its test extras (non-editable: the tests
+3. install triton when torch did not bring it (CPU builds): ``triton==3.7.1``;
+4. install the build backend and the package with its test extras (non-editable: the tests
    exercise exactly what a user's ``pip install`` gets; the CMake build folder under
    ``build/`` is reused, so a refresh recompiles only what changed).
 """
@@ -117,6 +118,11 @@ def main() -> None:
         install_torch(venv)
     else:
         log("torch already present: kept")
+    if sys.platform.startswith("linux") and not python_has(py, "triton"):
+        # CUDA builds of torch bring their own triton; the CPU build does not. 3.7.1 is the
+        # release torch 2.13's CUDA build pairs with (the kernels run under its interpreter
+        # in the tests and compile ahead of time for sm_80/sm_90).
+        pip(venv, "install", "--quiet", os.environ.get("FASTSAE_TRITON_SPEC", "triton==3.7.1"))
     pip(venv, "install", "--quiet", "scikit-build-core>=0.10", "nanobind>=2.2")
     pip(venv, "install", "--quiet", "--no-build-isolation", f"{ROOT}[test]")
     if args.stamp:

@@ -26,7 +26,7 @@ import torch
 
 from . import ops
 from .data import ArraySource
-from .model import TopKSAE, _atomic_write, _write_text
+from .model import SAEOutput, TopKSAE, _atomic_write, _write_text
 from .ops import SparseCode
 
 
@@ -230,18 +230,14 @@ def _load_checkpoint(ckpt_dir: str, device) -> tuple[TopKSAE, dict] | None:
 # ------------------------------------------------------------------------------------------------
 
 
-def _aux_loss(sae: TopKSAE, z: torch.Tensor, residual: torch.Tensor, dead: torch.Tensor, k_aux: int):
+def _aux_loss(aux_code, W_dec: torch.Tensor, residual: torch.Tensor):
     """AuxK: the top-k_aux dead latents reconstruct the main model's residual.
 
     Normalised per batch by the residual's own variance around its (global-batch) mean."""
-    dead_idx = dead.nonzero().squeeze(1)
-    if dead_idx.numel() == 0:
-        return None
-    k_a = min(k_aux, dead_idx.numel())
-    code = ops.topk_encode(z, sae.W_enc[dead_idx], sae.b_enc[dead_idx], k_a)
-    aux = ops.sparse_decode(code.indices, code.values, sae.W_dec[dead_idx])
+    aux = ops.sparse_decode(aux_code.indices, aux_code.values, W_dec)
     # Batch statistics summed over all ranks so that data parallelism changes nothing.
-    stats = torch.cat([residual.sum(0), residual.pow(2).sum().reshape(1), torch.tensor([residual.shape[0]], dtype=residual.dtype)])
+    stats = torch.cat([residual.sum(0), residual.pow(2).sum().reshape(1),
+                       torch.tensor([residual.shape[0]], dtype=residual.dtype, device=residual.device)])
     stats = _all_reduce_(stats.detach().clone())
     count = stats[-1]
     mean = stats[:-2] / count
@@ -427,20 +423,28 @@ def train(data: Any, config: TrainConfig, *, eval_data: Any = None, init: TopKSA
             batch_rows = train_rows[order[pos * cfg.batch_size : (pos + 1) * cfg.batch_size]]
             x = source.rows(batch_rows[rank * local : (rank + 1) * local], dtype=dtype).to(device)
 
-            out = sae(x, mse_scale=mse_scale)
+            dead = since_fired >= dead_window  # from the steps before this one
+            use_aux = cfg.aux_alpha > 0 and bool(dead.any())
+            if use_aux:
+                # One encoder pass gives the code and the top-k_aux among dead latents.
+                target = sae.standardize(x)
+                code, aux_code = ops.topk_encode_aux(target - sae.b_pre, sae.W_enc, sae.b_enc, cfg.k, dead,
+                                                     min(cfg.k_aux_effective, int(dead.sum())))
+                recon = sae.decode(code)
+                mse = (recon - target).pow(2).sum(dim=1).mean()
+                out = SAEOutput(recon, code, target, mse, mse / mse_scale)
+            else:
+                out = sae(x, mse_scale=mse_scale)
             loss = out.nmse / world  # gradients are summed over ranks: the mean of the global batch
+            aux_val = 0.0
+            if use_aux:
+                aux = _aux_loss(aux_code, sae.W_dec, (out.target - out.recon).detach())
+                loss = loss + cfg.aux_alpha * aux / world
+                aux_val = aux.item()
             fired = torch.zeros(cfg.n_latents, dtype=torch.int64, device=device)
             fired[out.code.indices[out.code.values > 0]] = 1
             fired = _all_reduce_(fired) > 0
             since_fired = torch.where(fired, torch.zeros_like(since_fired), since_fired + cfg.batch_size)
-            dead = since_fired >= dead_window
-            aux_val = 0.0
-            if cfg.aux_alpha > 0 and bool(dead.any()):
-                z = out.target - sae.b_pre
-                aux = _aux_loss(sae, z, (out.target - out.recon).detach(), dead, cfg.k_aux_effective)
-                if aux is not None:
-                    loss = loss + cfg.aux_alpha * aux / world
-                    aux_val = aux.item()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if dist:

@@ -7,9 +7,10 @@
   ``sum_j values[:, j] * W_dec[indices[:, j]] + b_dec``; differentiable in ``values``,
   ``W_dec`` and ``b_dec``, touching only the k decoder rows of each example.
 
-The implementation is chosen here, in one place: :mod:`fastsae.ops.reference` (the torch path,
-used on the CPU) today; the fused Triton kernels plug in for CUDA tensors when they exist.
-``FASTSAE_BACKEND=reference`` forces the torch path, ``FASTSAE_BACKEND=triton`` the kernels.
+The implementation is chosen here, in one place (:func:`backend`): the fused Triton kernels
+(:mod:`.encode_kernels`, :mod:`.decode_kernels`) for CUDA tensors, :mod:`fastsae.ops.reference`
+(the torch path, also the tests' oracle) otherwise. ``FASTSAE_BACKEND=reference`` forces the
+torch path, ``FASTSAE_BACKEND=triton`` the kernels.
 """
 
 from __future__ import annotations
@@ -32,34 +33,81 @@ class SparseCode(NamedTuple):
 
 
 BACKENDS = ("auto", "reference", "triton")
+TRITON_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
 
-def backend(device: torch.device | None = None) -> str:
-    """The implementation :func:`topk_encode`/:func:`sparse_decode` use for tensors on ``device``."""
+def _triton_available() -> bool:
+    try:
+        import triton  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def backend(device: torch.device | None = None, dtype: torch.dtype | None = None) -> str:
+    """The implementation :func:`topk_encode`/:func:`sparse_decode` use for these tensors.
+
+    ``auto`` (default): the Triton kernels for CUDA tensors of a supported dtype, the torch
+    path otherwise. ``FASTSAE_BACKEND=reference`` or ``=triton`` forces one; Triton on CPU
+    tensors runs under the interpreter only (``TRITON_INTERPRET=1``), as the tests do.
+    """
     choice = os.environ.get("FASTSAE_BACKEND", "auto").lower()
     if choice not in BACKENDS:
         raise ValueError(f"FASTSAE_BACKEND must be one of {BACKENDS}, got {choice!r}")
-    if choice == "triton":
-        raise NotImplementedError(
-            "FASTSAE_BACKEND=triton: the fused Triton kernels are not part of this release yet; "
-            "unset it (or use 'reference') to run the torch path"
-        )
-    return "reference"
+    if choice == "reference":
+        return "reference"
+    on_gpu = device is not None and torch.device(device).type == "cuda"
+    if choice == "auto":
+        ok = on_gpu and (dtype is None or dtype in TRITON_DTYPES) and _triton_available()
+        return "triton" if ok else "reference"
+    if not _triton_available():
+        raise RuntimeError("FASTSAE_BACKEND=triton but triton is not installed")
+    if dtype is not None and dtype not in TRITON_DTYPES:
+        raise TypeError(f"the Triton kernels take float32, bfloat16 or float16 tensors, got {dtype}")
+    if not on_gpu and os.environ.get("TRITON_INTERPRET") != "1":
+        raise RuntimeError("FASTSAE_BACKEND=triton on CPU tensors needs TRITON_INTERPRET=1 (set before import)")
+    return "triton"
 
 
 def topk_encode(x: torch.Tensor, W_enc: torch.Tensor, b_enc: torch.Tensor, k: int) -> SparseCode:
     """Top-k of ``ReLU(x @ W_enc.T + b_enc)`` as a :class:`SparseCode` (``x`` is ``[B, d]``)."""
-    backend(x.device)
-    indices, values = reference.topk_encode(x, W_enc, b_enc, k)
-    return SparseCode(indices, values)
+    if backend(x.device, x.dtype) == "triton":
+        reference.check_encode(x, W_enc, b_enc, k)
+        from . import encode_kernels
+
+        return SparseCode(*encode_kernels.topk_encode(x, W_enc, b_enc, k))
+    return SparseCode(*reference.topk_encode(x, W_enc, b_enc, k))
+
+
+def topk_encode_aux(x: torch.Tensor, W_enc: torch.Tensor, b_enc: torch.Tensor, k: int, dead: torch.Tensor,
+                    k_aux: int) -> tuple[SparseCode, SparseCode]:
+    """The top-k code and, in the same pass, the top-``k_aux`` among latents where ``dead``
+    (``[n]`` bool) is set (for AuxK). Aux ids are global latent ids; rows have value 0 where
+    fewer than ``k_aux`` dead latents are positive. Both codes are differentiable."""
+    if dead.shape != (W_enc.shape[0],):
+        raise ValueError(f"dead must be a [n] mask with n={W_enc.shape[0]}, got {tuple(dead.shape)}")
+    if isinstance(k_aux, bool) or not isinstance(k_aux, int) or not 1 <= k_aux <= W_enc.shape[0]:
+        raise ValueError(f"k_aux must be an int in [1, n_latents], got {k_aux!r}")
+    if backend(x.device, x.dtype) == "triton":
+        reference.check_encode(x, W_enc, b_enc, k)
+        from . import encode_kernels
+
+        i, v, ai, av = encode_kernels.topk_encode_aux(x, W_enc, b_enc, k, dead, k_aux)
+    else:
+        i, v, ai, av = reference.topk_encode_aux(x, W_enc, b_enc, k, dead, k_aux)
+    return SparseCode(i, v), SparseCode(ai, av)
 
 
 def sparse_decode(
     indices: torch.Tensor, values: torch.Tensor, W_dec: torch.Tensor, b_dec: torch.Tensor | None = None
 ) -> torch.Tensor:
     """``[B, d]`` reconstruction ``sum_j values[:, j] * W_dec[indices[:, j]] + b_dec``."""
-    backend(values.device)
+    if backend(values.device, values.dtype) == "triton":
+        reference.check_decode(indices, values, W_dec, b_dec)
+        from . import decode_kernels
+
+        return decode_kernels.sparse_decode(indices, values, W_dec, b_dec)
     return reference.sparse_decode(indices, values, W_dec, b_dec)
 
 
-__all__ = ["SparseCode", "backend", "sparse_decode", "topk_encode"]
+__all__ = ["SparseCode", "backend", "sparse_decode", "topk_encode", "topk_encode_aux"]

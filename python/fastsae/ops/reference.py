@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 
-def _check_encode(x: torch.Tensor, W_enc: torch.Tensor, b_enc: torch.Tensor, k: int) -> None:
+def check_encode(x: torch.Tensor, W_enc: torch.Tensor, b_enc: torch.Tensor, k: int) -> None:
     if x.dim() != 2:
         raise ValueError(f"x must be [B, d], got shape {tuple(x.shape)}")
     if W_enc.dim() != 2 or W_enc.shape[1] != x.shape[1]:
@@ -84,12 +84,11 @@ def _sparse_t_matmul(flat_idx: torch.Tensor, flat_g: torch.Tensor, x: torch.Tens
 
 def topk_encode(x: torch.Tensor, W_enc: torch.Tensor, b_enc: torch.Tensor, k: int):
     """(indices ``[B, k]`` int64, values ``[B, k]``): the top-k of ``ReLU(x @ W_enc.T + b_enc)``."""
-    _check_encode(x, W_enc, b_enc, k)
+    check_encode(x, W_enc, b_enc, k)
     return TopKEncode.apply(x, W_enc, b_enc, k)
 
 
-def sparse_decode(indices: torch.Tensor, values: torch.Tensor, W_dec: torch.Tensor, b_dec: torch.Tensor | None = None):
-    """``[B, d]``: ``sum_j values[:, j] * W_dec[indices[:, j]] (+ b_dec)``."""
+def check_decode(indices: torch.Tensor, values: torch.Tensor, W_dec: torch.Tensor, b_dec: torch.Tensor | None) -> None:
     if indices.dim() != 2 or values.shape != indices.shape:
         raise ValueError(f"indices and values must both be [B, k], got {tuple(indices.shape)} and {tuple(values.shape)}")
     if indices.dtype not in (torch.int64, torch.int32):
@@ -102,8 +101,49 @@ def sparse_decode(indices: torch.Tensor, values: torch.Tensor, W_dec: torch.Tens
         raise ValueError(f"b_dec must be [d] with d={W_dec.shape[1]}, got {tuple(b_dec.shape)}")
     if indices.numel() and (int(indices.min()) < 0 or int(indices.max()) >= W_dec.shape[0]):
         raise IndexError(f"indices must lie in [0, n_latents={W_dec.shape[0]})")
+
+
+def sparse_decode(indices: torch.Tensor, values: torch.Tensor, W_dec: torch.Tensor, b_dec: torch.Tensor | None = None):
+    """``[B, d]``: ``sum_j values[:, j] * W_dec[indices[:, j]] (+ b_dec)``."""
+    check_decode(indices, values, W_dec, b_dec)
     out = F.embedding_bag(indices.long(), W_dec, per_sample_weights=values, mode="sum")
     return out if b_dec is None else out + b_dec
+
+
+class TopKEncodeAux(torch.autograd.Function):
+    """Main top-k and the top-k_aux among dead latents from one pre-activation matrix."""
+
+    @staticmethod
+    def forward(ctx, x, W_enc, b_enc, k, dead, k_aux):
+        pre = torch.addmm(b_enc, x, W_enc.t())
+        top, indices = pre.topk(k, dim=1)
+        masked = pre.masked_fill(~dead.to(torch.bool)[None, :], float("-inf"))
+        atop, aux_indices = masked.topk(k_aux, dim=1)
+        values = top.clamp_min(0)
+        aux_values = torch.where(torch.isfinite(atop), atop.clamp_min(0), torch.zeros((), dtype=atop.dtype))
+        ctx.save_for_backward(x, W_enc, torch.cat([indices, aux_indices], 1), torch.cat([values, aux_values], 1))
+        ctx.mark_non_differentiable(indices, aux_indices)
+        return indices, values, aux_indices, aux_values
+
+    @staticmethod
+    def backward(ctx, _gi, grad_values, _gai, grad_aux):
+        x, W_enc, indices, values = ctx.saved_tensors
+        grads = TopKEncode.backward(_Ctx(ctx.needs_input_grad[:3], (x, W_enc, indices, values)),
+                                    None, torch.cat([grad_values, grad_aux], 1))
+        return (*grads[:3], None, None, None)
+
+
+class _Ctx:
+    """The saved state TopKEncode.backward reads, to reuse it for the combined entries."""
+
+    def __init__(self, needs, saved):
+        self.needs_input_grad = tuple(needs) + (False,)
+        self.saved_tensors = saved
+
+
+def topk_encode_aux(x, W_enc, b_enc, k: int, dead: torch.Tensor, k_aux: int):
+    check_encode(x, W_enc, b_enc, k)
+    return TopKEncodeAux.apply(x, W_enc, b_enc, k, dead, k_aux)
 
 
 def dense_topk_sae_reference(x, W_enc, b_enc, W_dec, b_dec, k):

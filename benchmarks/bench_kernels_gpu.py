@@ -1,0 +1,115 @@
+"""GPU benchmark of the fused Triton ops (skips cleanly without a CUDA GPU).
+
+For d in {1536, 4096}, n in {9216, 65536, 131072}, k in {32, 64, 128}, bf16, B = 4096:
+forward, backward, forward+backward and the full training step (Adam) of
+
+* fastsae (Triton top-k encode + sparse decode),
+* (a) a dense torch top-k SAE (dense [B, n] codes, dense decode),
+* (b) torch.topk over the dense pre-activations + embedding_bag decode,
+
+median of ``triton.testing.do_bench``, peak memory of each, and the dense encoder GEMM alone
+(the floor for forward+backward). Results with the GPU's name go to benchmarks/results/.
+
+    python benchmarks/bench_kernels_gpu.py [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import sys
+
+import torch
+import torch.nn.functional as F
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="one configuration only")
+    ap.add_argument("--batch", type=int, default=4096)
+    args = ap.parse_args()
+    if not torch.cuda.is_available():
+        print("no CUDA GPU: skipping the Triton kernel benchmark (run it on a GPU machine)")
+        return 0
+    import os
+
+    import triton.testing
+
+    from fastsae import ops
+    from _common import save_result
+
+    os.environ["FASTSAE_BACKEND"] = "triton"
+    dev, dtype, B = "cuda", torch.bfloat16, args.batch
+    grid = [(1536, 9216, 64)] if args.quick else list(itertools.product((1536, 4096), (9216, 65536, 131072), (32, 64, 128)))
+    gpu = torch.cuda.get_device_name()
+    rows = []
+    for d, n, k in grid:
+        torch.manual_seed(0)
+        x = torch.randn(B, d, device=dev, dtype=dtype)
+        W_enc = (torch.randn(n, d, device=dev, dtype=dtype) / d**0.5).requires_grad_()
+        b_enc = torch.zeros(n, device=dev, dtype=dtype, requires_grad=True)
+        W_dec = F.normalize(torch.randn(n, d, device=dev, dtype=torch.float32), dim=1).to(dtype).requires_grad_()
+        b_dec = torch.zeros(d, device=dev, dtype=dtype, requires_grad=True)
+        params = [W_enc, b_enc, W_dec, b_dec]
+
+        def fastsae_fwd():
+            code = ops.topk_encode(x, W_enc, b_enc, k)
+            return ops.sparse_decode(code.indices, code.values, W_dec, b_dec)
+
+        def dense_fwd():
+            pre = torch.relu(x @ W_enc.t() + b_enc)
+            top, idx = pre.topk(k, dim=1)
+            return torch.zeros_like(pre).scatter(1, idx, top) @ W_dec + b_dec
+
+        def topk_bag_fwd():
+            pre = torch.relu(x @ W_enc.t() + b_enc)
+            top, idx = pre.topk(k, dim=1)
+            return F.embedding_bag(idx, W_dec, per_sample_weights=top, mode="sum") + b_dec
+
+        def gemm():
+            return x @ W_enc.t()
+
+        variants = {"fastsae": fastsae_fwd, "dense": dense_fwd, "topk+embedding_bag": topk_bag_fwd}
+        rec = {"gpu": gpu, "d": d, "n": n, "k": k, "B": B, "dtype": "bf16",
+               "encoder_gemm_ms": triton.testing.do_bench(gemm, return_mode="median")}
+        for name, fwd in variants.items():
+            g = torch.randn(B, d, device=dev, dtype=dtype)
+            opt = torch.optim.Adam(params, lr=1e-4)
+
+            def fwd_bwd(fwd=fwd, g=g):
+                for p in params:
+                    p.grad = None
+                fwd().backward(g)
+
+            def step(fwd_bwd=fwd_bwd, opt=opt):
+                fwd_bwd()
+                opt.step()
+
+            out = fwd()
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            base = torch.cuda.memory_allocated()
+            fwd_bwd()
+            torch.cuda.synchronize()
+            rec[f"{name}_peak_mb"] = (torch.cuda.max_memory_allocated() - base) / 2**20
+            rec[f"{name}_fwd_ms"] = triton.testing.do_bench(fwd, return_mode="median")
+            rec[f"{name}_bwd_ms"] = triton.testing.do_bench(lambda out=out, g=g: torch.autograd.grad(
+                out, params, g, retain_graph=True), return_mode="median")
+            rec[f"{name}_fwd_bwd_ms"] = triton.testing.do_bench(fwd_bwd, return_mode="median")
+            rec[f"{name}_step_ms"] = triton.testing.do_bench(step, return_mode="median")
+        best = min(rec["dense_fwd_bwd_ms"], rec["topk+embedding_bag_fwd_bwd_ms"])
+        rec["speedup_fwd_bwd_vs_best_baseline"] = best / rec["fastsae_fwd_bwd_ms"]
+        rec["fwd_bwd_over_gemm"] = rec["fastsae_fwd_bwd_ms"] / rec["encoder_gemm_ms"]
+        print(f"d={d} n={n} k={k}: fastsae fwd+bwd {rec['fastsae_fwd_bwd_ms']:.2f} ms, "
+              f"{rec['speedup_fwd_bwd_vs_best_baseline']:.2f}x the best baseline, "
+              f"{rec['fwd_bwd_over_gemm']:.2f}x the encoder GEMM; peak {rec['fastsae_peak_mb']:.0f} MB "
+              f"(dense {rec['dense_peak_mb']:.0f}, topk+bag {rec['topk+embedding_bag_peak_mb']:.0f})", flush=True)
+        rows.append(rec)
+        del W_enc, b_enc, W_dec, b_dec, params, x
+        torch.cuda.empty_cache()
+    save_result(f"kernels_gpu_{gpu.replace(' ', '_')}", {"results": rows})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
