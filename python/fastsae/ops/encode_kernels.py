@@ -30,6 +30,7 @@ import triton.language as tl
 
 from ._segment import segment_order, segment_rows
 from .decode_kernels import gather_sum
+from .reference import SavedCtx
 
 _LOW = 0xFFFFFFFF
 
@@ -197,15 +198,9 @@ class TopKEncodeAux(torch.autograd.Function):
     @staticmethod
     def backward(ctx, _gi, grad_values, _gai, grad_aux):
         x, W_enc, indices, values = ctx.saved_tensors
-        inner = _Saved(ctx.needs_input_grad[:3], (x, W_enc, indices, values))
+        inner = SavedCtx(ctx.needs_input_grad[:3], (x, W_enc, indices, values))
         dx, dW, db, _ = TopKEncode.backward(inner, None, torch.cat([grad_values, grad_aux], 1))
         return dx, dW, db, None, None, None
-
-
-class _Saved:
-    def __init__(self, needs, saved):
-        self.needs_input_grad = tuple(needs) + (False,)
-        self.saved_tensors = saved
 
 
 def topk_encode_aux(x, W_enc, b_enc, k: int, dead: torch.Tensor, k_aux: int):

@@ -128,13 +128,14 @@ class TopKEncodeAux(torch.autograd.Function):
     @staticmethod
     def backward(ctx, _gi, grad_values, _gai, grad_aux):
         x, W_enc, indices, values = ctx.saved_tensors
-        grads = TopKEncode.backward(_Ctx(ctx.needs_input_grad[:3], (x, W_enc, indices, values)),
+        grads = TopKEncode.backward(SavedCtx(ctx.needs_input_grad[:3], (x, W_enc, indices, values)),
                                     None, torch.cat([grad_values, grad_aux], 1))
         return (*grads[:3], None, None, None)
 
 
-class _Ctx:
-    """The saved state TopKEncode.backward reads, to reuse it for the combined entries."""
+class SavedCtx:
+    """What a TopKEncode backward reads from its ctx, so the AuxK Functions (here and in
+    encode_kernels) can run it once over the main and the aux entries together."""
 
     def __init__(self, needs, saved):
         self.needs_input_grad = tuple(needs) + (False,)
