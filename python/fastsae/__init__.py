@@ -22,6 +22,7 @@ from .cooc import (
     threshold,
 )
 from . import ops
+from .analysis import feature_families
 from .distributed import distributed_cooccurrence
 from .graph import SpanningForest, maximum_spanning_forest
 from .formats import load_sae
@@ -41,6 +42,7 @@ __all__ = [
     "TrainConfig",
     "TrainResult",
     "encode_dataset",
+    "feature_families",
     "fit_power_law",
     "load_sae",
     "sweep",
