@@ -143,3 +143,11 @@ def test_bad_input():
         feature_families(cooc, features=[0, 99])
     with pytest.raises(ValueError, match="dedup_jaccard"):
         feature_families(cooc, dedup_jaccard=2)
+
+
+@pytest.mark.parametrize("method", ["paper", "precise"])
+def test_sparse_results_give_the_same_families(method):
+    data = planted_hierarchy_codes(20000, 500, 16, n_families=10, children_per_family=5, seed=2)
+    dense = feature_families(fastsae.cooccurrence(data.indices, data.values, 500), method=method)
+    sparse = feature_families(fastsae.cooccurrence(data.indices, data.values, 500, dense=False), method=method)
+    assert [(f.parent, f.children, f.depth) for f in dense] == [(f.parent, f.children, f.depth) for f in sparse]
