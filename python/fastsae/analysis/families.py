@@ -36,7 +36,7 @@ from typing import Iterable, Sequence
 import numpy as np
 import scipy.sparse as sp
 
-from ..cooc import Cooccurrence, act_sim_cosine, normalize_frequency, threshold
+from ..cooc import Cooccurrence, normalize_frequency, threshold
 from ..graph import maximum_spanning_forest
 
 
@@ -75,7 +75,16 @@ def _ranks(cooc: Cooccurrence) -> np.ndarray:
     return ranks  # higher rank = denser; ties broken by id only when freq and D_ii tie exactly
 
 
-def _tie_broken(weights: sp.csr_matrix, cos_d: sp.csr_matrix) -> sp.csr_matrix:
+def _activation_cosine_at(cooc: Cooccurrence, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """D_ij / sqrt(D_ii D_jj) at the given entries only (never the whole n x n cosine)."""
+    D = cooc.act_sim
+    diag = np.asarray(D.diagonal() if sp.issparse(D) else np.diag(D), dtype=np.float64)
+    dij = np.asarray(D[rows, cols]).ravel().astype(np.float64)
+    den = np.sqrt(diag[rows] * diag[cols])
+    return np.divide(dij, den, out=np.zeros_like(dij), where=den > 0)
+
+
+def _tie_broken(weights: sp.csr_matrix, cooc: Cooccurrence) -> sp.csr_matrix:
     """weights + eps * cos(D): equal weights are ordered by activation similarity, while any two
     distinct weights keep their order (eps is below half the smallest gap between them)."""
     w = weights.tocoo()
@@ -83,10 +92,30 @@ def _tie_broken(weights: sp.csr_matrix, cos_d: sp.csr_matrix) -> sp.csr_matrix:
         return weights.tocsr()
     vals = np.unique(w.data)
     gap = np.diff(vals).min() if len(vals) > 1 else 1.0
-    cosv = np.asarray(cos_d[w.row, w.col]).ravel()
-    cosv = np.clip(cosv, 0.0, 1.0)
+    cosv = np.clip(_activation_cosine_at(cooc, w.row, w.col), 0.0, 1.0)
     eps = gap / 4.0
     return sp.csr_matrix((w.data + eps * cosv, (w.row, w.col)), shape=weights.shape)
+
+
+def _thresholded_frequency_normalised(cooc: Cooccurrence, tau: float) -> sp.csr_matrix:
+    """C_ij / (n_i + 1) where it is >= tau, off the diagonal, as CSR (built from the surviving
+    entries only: at n = 9,216 this replaced a 1 GB dense-to-sparse conversion)."""
+    f = cooc.freq.astype(np.float64)
+    n = cooc.n_latents
+    if sp.issparse(cooc.counts):
+        m = sp.csr_matrix(threshold(normalize_frequency(cooc), tau))
+    else:
+        rows_l, cols_l, vals_l = [], [], []
+        for a in range(0, n, 1024):  # row blocks: bounded temporaries
+            blk = cooc.counts[a : a + 1024] / (f[a : a + 1024, None] + 1.0)
+            r, c = np.nonzero(blk >= tau)
+            rows_l.append(r + a)
+            cols_l.append(c)
+            vals_l.append(blk[r, c])
+        m = sp.csr_matrix((np.concatenate(vals_l), (np.concatenate(rows_l), np.concatenate(cols_l))), shape=(n, n))
+    m.setdiag(0)
+    m.eliminate_zeros()
+    return m
 
 
 def _check(cooc: Cooccurrence, features) -> np.ndarray:
@@ -128,14 +157,14 @@ def _sorted_edges(edges: dict[int, list[tuple[float, int]]], ranks: np.ndarray) 
         edges[p].sort(key=lambda wc: (-wc[0], -ranks[wc[1]], wc[1]))
 
 
-def _paper_pass(cooc, weights, cos_d, alive, ranks, root_min_children, family_min_children, symmetrize, iteration):
+def _paper_pass(cooc, weights, alive, ranks, root_min_children, family_min_children, symmetrize, iteration):
     m = weights.tocsr().copy()
     dead = ~alive
     if dead.any():  # remove nodes: zero their rows and columns
         d = sp.diags(alive.astype(np.float64))
         m = (d @ m @ d).tocsr()
         m.eliminate_zeros()
-    forest = maximum_spanning_forest(_tie_broken(m, cos_d), symmetrize=symmetrize)
+    forest = maximum_spanning_forest(_tie_broken(m, cooc), symmetrize=symmetrize)
     out_edges: dict[int, list[tuple[float, int]]] = {}
     has_parent = set()
     for (u, v), w in zip(forest.edges.tolist(), forest.edge_weights.tolist()):
@@ -226,14 +255,11 @@ def feature_families(
         if not 0 < precise_threshold <= 1:
             raise ValueError("precise_threshold must be in (0, 1]")
         return deduplicate(_precise(cooc, keep, ranks, precise_threshold, family_min_children), dedup_jaccard, ranks)
-    weights = sp.csr_matrix(threshold(sp.csr_matrix(normalize_frequency(cooc)), tau))
-    weights.setdiag(0)
-    weights.eliminate_zeros()
-    cos_d = sp.csr_matrix(act_sim_cosine(cooc))
+    weights = _thresholded_frequency_normalised(cooc, tau)
     alive = keep.copy()
     found: list[Family] = []
     for it in range(iterations + 1):
-        fams = _paper_pass(cooc, weights, cos_d, alive, ranks, root_min_children, family_min_children, symmetrize, it)
+        fams = _paper_pass(cooc, weights, alive, ranks, root_min_children, family_min_children, symmetrize, it)
         if not fams and it > 0:
             break
         found.extend(fams)
