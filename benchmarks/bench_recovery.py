@@ -28,7 +28,7 @@ def main() -> None:
     ap.add_argument("--d", type=int, default=64)
     ap.add_argument("--latents-per-feature", type=float, default=2.0, help="SAE width over the true feature count")
     ap.add_argument("--k", type=int, default=4, help="active latents (the corpus has ~2.4 true features per document)")
-    ap.add_argument("--epochs", type=float, default=20)
+    ap.add_argument("--epochs", type=float, default=40)
     args = ap.parse_args()
     print(f"machine: {machine()}")
     rows = []
