@@ -13,7 +13,7 @@ import torch
 
 import fastsae
 from fastsae.ops.reference import dense_topk_sae_reference
-from fastsae.trainer import make_optimizer
+from fastsae.trainer import make_optimizer, optimizer_step
 
 from _common import machine, save_result, timed
 
@@ -27,12 +27,7 @@ def step_fn(sae, opt, x, dense: bool):
             loss = sae(x, standardized=True).mse
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        with torch.no_grad():
-            w, g = sae.W_dec, sae.W_dec.grad
-            g.addcmul_(torch.linalg.vecdot(g, w).unsqueeze(1), w, value=-1)  # no [n, d] temporary
-        torch.nn.utils.clip_grad_norm_(sae.parameters(), 1.0)
-        opt.step()
-        sae.normalize_decoder_()
+        optimizer_step(sae, opt, 1.0)  # the trainer's own update, on both sides
         return loss.item()
 
     return run

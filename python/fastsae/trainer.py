@@ -131,6 +131,20 @@ def make_optimizer(sae: TopKSAE, cfg: TrainConfig) -> torch.optim.Optimizer:
         return torch.optim.Adam(sae.parameters(), **kw)
 
 
+@torch.no_grad()
+def optimizer_step(sae: TopKSAE, opt: torch.optim.Optimizer, grad_clip: float) -> None:
+    """The recipe's update once gradients are in: remove each decoder row's gradient component
+    along the row (rows are unit norm), so Adam cannot grow the norm the renormalisation would
+    undo; clip; step; renormalise the decoder rows."""
+    w, g = sae.W_dec, sae.W_dec.grad
+    if g is not None:
+        g.addcmul_(torch.linalg.vecdot(g, w).unsqueeze(1), w, value=-1)  # no [n, d] temporary
+    if grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(sae.parameters(), grad_clip)
+    opt.step()
+    sae.normalize_decoder_()
+
+
 def training_flops_per_example(d: int, n: int, k: int) -> float:
     """Training FLOPs per example: 6 d (n + k).
 
@@ -451,16 +465,7 @@ def train(data: Any, config: TrainConfig, *, eval_data: Any = None, init: TopKSA
                 for p in sae.parameters():
                     if p.grad is not None:
                         _all_reduce_(p.grad)
-            with torch.no_grad():
-                # Remove each decoder row's gradient component along the row (unit norm), so
-                # Adam cannot grow the norm the renormalisation would undo.
-                w, g = sae.W_dec, sae.W_dec.grad
-                if g is not None:
-                    g.addcmul_(torch.linalg.vecdot(g, w).unsqueeze(1), w, value=-1)  # no [n, d] temporary
-            if cfg.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(sae.parameters(), cfg.grad_clip)
-            opt.step()
-            sae.normalize_decoder_()
+            optimizer_step(sae, opt, cfg.grad_clip)
             step += 1
             stats = _all_reduce_(torch.tensor([out.nmse.item(), (out.code.values > 0).sum(1).double().mean().item()],
                                               dtype=torch.float64)) / world
