@@ -1,0 +1,317 @@
+"""One run directory per job: what every ``fastsae`` subcommand reads and writes.
+
+A run directory holds everything a run computed, so a user can stop after any step and
+continue later (each subcommand picks up what earlier ones wrote)::
+
+    RUN/
+      config.json              run_format, fastsae version, and one section per step
+      corpus.jsonl             documents: {"id", "text", "title"?, "abstract"?, "path"?: [field, subfield, topic]}
+      embeddings.npy           [N, d] float32, row i embeds corpus line i
+      saes/<name>/             a TopKSAE checkpoint (sae.safetensors + config.json); names like "sae16"
+      codes/<name>/            indices.npy [N, k] int64, values.npy [N, k] float32 (memmaps)
+      cooc/<name>.npz          the Cooccurrence (C, D, freq) of those codes
+      families.json            {"sae": name, "method": ..., "families": [{"parent", "children", "depth", "iteration"}]}
+      splitting.json           nearest-neighbour maps and split statistics across the SAE sizes
+      labels.jsonl             autointerp results, one feature per line (fastsae.autointerp)
+      labels_summary.json      their summary
+      metrics.jsonl            one line per step: {"step", "seconds", ...}
+      figures/*.png
+      report/index.html        the static explorer (opens from disk)
+
+Every file is written to a temporary name and renamed, so a killed run never leaves a torn
+file behind. :func:`RunDir.open` refuses directories written by an incompatible ``run_format``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+import numpy as np
+
+RUN_FORMAT = 1
+"""Bumped whenever a file above changes meaning; older run directories are then refused."""
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file in the same directory and a rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, default=_json_default) + "\n")
+
+
+def atomic_save_npy(path: str | os.PathLike, array: np.ndarray) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.save(f, np.asarray(array), allow_pickle=False)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def append_jsonl(path: str | os.PathLike, record: dict) -> None:
+    """Append one JSON line and flush it to disk (a killed run keeps every complete line)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    line = json.dumps(record, default=_json_default) + "\n"
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(line)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def read_jsonl(path: str | os.PathLike) -> list[dict]:
+    """Every complete line of a JSON-lines file; a torn last line (a killed writer) is skipped."""
+    out: list[dict] = []
+    path = Path(path)
+    if not path.exists():
+        return out
+    with open(path, encoding="utf-8") as f:
+        lines = f.read().split("\n")
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            if i >= len(lines) - 2:  # only the last line may be torn
+                break
+            raise ValueError(f"{path}: line {i + 1} is not valid JSON") from None
+    return out
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"{type(o).__name__} is not JSON serialisable")
+
+
+class RunDir:
+    """Paths and readers/writers of one run directory (see the module docstring)."""
+
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root)
+
+    # -- opening -------------------------------------------------------------------------------
+    @classmethod
+    def open(cls, root: str | os.PathLike, *, create: bool = False) -> "RunDir":
+        """The run directory at ``root``; with ``create``, a new one is initialised if absent.
+
+        Raises ``FileNotFoundError`` for a missing directory (without ``create``) and
+        ``ValueError`` for one written by an incompatible version of fastsae.
+        """
+        run = cls(root)
+        if run.config_path.exists():
+            cfg = run.config()
+            fmt = cfg.get("run_format")
+            if fmt != RUN_FORMAT:
+                raise ValueError(
+                    f"{run.root}: run directory format {fmt!r} written by fastsae "
+                    f"{cfg.get('fastsae_version', '?')}; this fastsae reads format {RUN_FORMAT}. "
+                    "Start a new run directory (or use the fastsae version that wrote it).")
+            return run
+        if not create:
+            if not run.root.exists():
+                raise FileNotFoundError(f"{run.root}: no such run directory")
+            raise ValueError(f"{run.root}: not a fastsae run directory (no config.json)")
+        from . import __version__
+
+        run.root.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(run.config_path, {"run_format": RUN_FORMAT, "fastsae_version": __version__,
+                                            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+        return run
+
+    # -- config --------------------------------------------------------------------------------
+    @property
+    def config_path(self) -> Path:
+        return self.root / "config.json"
+
+    def config(self) -> dict:
+        try:
+            with open(self.config_path, encoding="utf-8") as f:
+                cfg = json.load(f)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{self.config_path}: corrupt config ({e})") from e
+        if not isinstance(cfg, dict):
+            raise ValueError(f"{self.config_path}: corrupt config (not an object)")
+        return cfg
+
+    def update_config(self, section: str, values: dict) -> dict:
+        """Set ``config[section] = values`` (atomically) and return the whole config."""
+        cfg = self.config()
+        cfg[section] = values
+        atomic_write_json(self.config_path, cfg)
+        return cfg
+
+    # -- paths ---------------------------------------------------------------------------------
+    @property
+    def corpus_path(self) -> Path:
+        return self.root / "corpus.jsonl"
+
+    @property
+    def embeddings_path(self) -> Path:
+        return self.root / "embeddings.npy"
+
+    def sae_dir(self, name: str) -> Path:
+        return self.root / "saes" / name
+
+    def codes_dir(self, name: str) -> Path:
+        return self.root / "codes" / name
+
+    def cooc_path(self, name: str) -> Path:
+        return self.root / "cooc" / f"{name}.npz"
+
+    @property
+    def families_path(self) -> Path:
+        return self.root / "families.json"
+
+    @property
+    def splitting_path(self) -> Path:
+        return self.root / "splitting.json"
+
+    @property
+    def labels_path(self) -> Path:
+        return self.root / "labels.jsonl"
+
+    @property
+    def labels_summary_path(self) -> Path:
+        return self.root / "labels_summary.json"
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.root / "metrics.jsonl"
+
+    @property
+    def figures_dir(self) -> Path:
+        return self.root / "figures"
+
+    @property
+    def report_path(self) -> Path:
+        return self.root / "report" / "index.html"
+
+    # -- readers -------------------------------------------------------------------------------
+    def sae_names(self) -> list[str]:
+        """Trained SAEs, smallest first (by number of latents)."""
+        base = self.root / "saes"
+        if not base.is_dir():
+            return []
+        names = [p.name for p in base.iterdir() if (p / "sae.safetensors").exists()]
+
+        def size(name: str) -> int:
+            try:
+                return int(json.loads((base / name / "config.json").read_text())["n_latents"])
+            except (OSError, ValueError, KeyError):
+                return 0
+
+        return sorted(names, key=lambda s: (size(s), s))
+
+    def main_sae(self) -> str:
+        """The SAE the analyses use by default: ``config["main_sae"]`` or the largest trained."""
+        name = self.config().get("main_sae")
+        names = self.sae_names()
+        if name and name in names:
+            return name
+        if not names:
+            raise FileNotFoundError(f"{self.root}: no trained SAE (run `fastsae train --run {self.root}`)")
+        return names[-1]
+
+    def load_sae(self, name: str, *, device=None):
+        from .model import TopKSAE
+
+        path = self.sae_dir(name)
+        if not (path / "sae.safetensors").exists():
+            raise FileNotFoundError(f"{path}: no such SAE in this run")
+        return TopKSAE.load(path, device=device)
+
+    def corpus(self) -> list[dict]:
+        if not self.corpus_path.exists():
+            raise FileNotFoundError(f"{self.corpus_path}: no corpus in this run")
+        return read_jsonl(self.corpus_path)
+
+    def texts(self) -> list[str]:
+        return [doc["text"] for doc in self.corpus()]
+
+    def write_corpus(self, docs: Iterable[dict]) -> None:
+        lines = []
+        for i, doc in enumerate(docs):
+            if "text" not in doc:
+                raise ValueError(f"document {i} has no 'text'")
+            lines.append(json.dumps({"id": i, **doc}, default=_json_default))
+        atomic_write_text(self.corpus_path, "\n".join(lines) + "\n")
+
+    def embeddings(self, *, mmap: bool = True) -> np.ndarray:
+        if not self.embeddings_path.exists():
+            raise FileNotFoundError(f"{self.embeddings_path}: no embeddings in this run (run `fastsae embed`)")
+        return np.load(self.embeddings_path, mmap_mode="r" if mmap else None, allow_pickle=False)
+
+    def codes(self, name: str):
+        """The SparseCode of every document under SAE ``name`` (numpy memmaps wrapped as tensors)."""
+        import torch
+
+        from .ops import SparseCode
+
+        d = self.codes_dir(name)
+        if not (d / "indices.npy").exists():
+            raise FileNotFoundError(f"{d}: no codes for {name} (run `fastsae encode`)")
+        idx = np.load(d / "indices.npy", mmap_mode="r", allow_pickle=False)
+        val = np.load(d / "values.npy", mmap_mode="r", allow_pickle=False)
+        return SparseCode(torch.from_numpy(np.ascontiguousarray(idx)), torch.from_numpy(np.ascontiguousarray(val)))
+
+    def cooc(self, name: str):
+        from .cooc import Cooccurrence
+
+        path = self.cooc_path(name)
+        if not path.exists():
+            raise FileNotFoundError(f"{path}: no co-occurrence for {name} (run `fastsae cooc`)")
+        return Cooccurrence.load(path)
+
+    def families(self) -> dict:
+        if not self.families_path.exists():
+            raise FileNotFoundError(f"{self.families_path}: no families (run `fastsae families`)")
+        return json.loads(self.families_path.read_text())
+
+    def labels(self) -> list[dict]:
+        return read_jsonl(self.labels_path)
+
+    def log_metric(self, step: str, **values: Any) -> None:
+        append_jsonl(self.metrics_path, {"step": step, "time": time.time(), **values})
+
+    def metrics(self) -> list[dict]:
+        return read_jsonl(self.metrics_path)
+
+    def iter_steps_done(self) -> Iterator[str]:
+        for m in self.metrics():
+            yield m.get("step", "")
