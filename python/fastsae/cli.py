@@ -1,9 +1,17 @@
-"""The ``fastsae`` command line: ``demo``, ``train``, ``sweep``.
+"""The ``fastsae`` command line.
 
-``fastsae demo`` runs the main job on built-in generated data: top-k codes with planted
-feature families -> co-occurrence C and activation similarity D (native) -> the paper's
-frequency normalisation and threshold -> maximum spanning forest -> edges directed from the
-denser to the sparser feature, and reports how much of the planted hierarchy the forest holds.
+Every analysis subcommand works on one run directory (``--run DIR``, see
+:mod:`fastsae.rundir`) and picks up what earlier subcommands wrote there:
+
+    fastsae demo                         corpus -> embed -> train x3 -> encode -> cooc -> families
+                                         -> split -> interpret -> figures -> report (runs/demo)
+    fastsae embed texts.jsonl --run R    texts -> corpus.jsonl + embeddings.npy
+    fastsae train --run R --sizes 512:8,1024:16,1536:32
+    fastsae encode / cooc / families / split / interpret / report --run R
+    fastsae search "query" --run R [--steer "label=2" ...]
+    fastsae bench cooc                   C and D + spanning forest on generated codes
+
+``fastsae train DATA.npy --out DIR`` and ``fastsae sweep`` also work on a bare ``.npy`` file.
 """
 
 from __future__ import annotations
@@ -17,7 +25,7 @@ import time
 import numpy as np
 
 
-def _demo(args: argparse.Namespace) -> int:
+def _bench_cooc(args: argparse.Namespace) -> int:
     from . import _native, cooccurrence, maximum_spanning_forest, threshold
     from .cooc import normalize_frequency
     from .synthetic import planted_hierarchy_codes
@@ -69,7 +77,7 @@ def _demo(args: argparse.Namespace) -> int:
         "planted_edges_in_forest": found,
         "planted_families_recovered": f"{fam_recovered}/{len(data.parents)}",
     }
-    print("fastsae demo: planted feature families -> co-occurrence -> maximum spanning forest")
+    print("fastsae bench cooc: planted feature families -> co-occurrence -> maximum spanning forest")
     print(f"  codes            {args.rows:,} rows, k={args.k}, n={args.latents:,} latents, {args.families} planted families")
     print(f"  C and D          {t_cooc:.2f} s ({n_pairs:,} pair-updates, "
           f"{summary['ns_per_pair_update_per_core']} ns per pair-update per core, {summary['threads']} threads)")
@@ -96,9 +104,41 @@ def _train_kwargs(args: argparse.Namespace) -> dict:
     return kw
 
 
+def _parse_sizes(text: str):
+    from .pipeline import SAESpec
+
+    specs = []
+    for part in text.split(","):
+        try:
+            n, k = part.split(":")
+            specs.append(SAESpec(f"sae{int(k)}" if f"sae{int(k)}" not in [s.name for s in specs] else f"sae{int(k)}_{n}",
+                                 int(n), int(k)))
+        except ValueError as e:
+            raise SystemExit(f"fastsae: --sizes wants N:K[,N:K...] (latents:active), got {part!r} ({e})")
+    return specs
+
+
 def _train(args: argparse.Namespace) -> int:
+    if args.run:
+        from .pipeline import paper_like_sizes, step_train
+
+        run = _run(args)
+        specs = _parse_sizes(args.sizes) if args.sizes else None
+        if specs is None:
+            if args.n_latents and args.k:
+                from .pipeline import SAESpec
+
+                specs = [SAESpec(f"sae{args.k}", args.n_latents, args.k)]
+            else:
+                specs = paper_like_sizes(len(run.corpus()), int(run.embeddings().shape[1]))
+        step_train(run, specs, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+                   device=args.device, force=args.restart, quiet=args.quiet)
+        print(f"SAEs in {run.root}/saes: {', '.join(run.sae_names())}")
+        return 0
     from .trainer import TrainConfig, train
 
+    if not args.data or not args.out or not args.n_latents or not args.k:
+        raise SystemExit("fastsae train: give DATA.npy --out DIR --n-latents N --k K, or --run DIR")
     out = args.out
     cfg = TrainConfig(n_latents=args.n_latents, k=args.k, checkpoint_dir=os.path.join(out, "checkpoints"),
                       resume=not args.restart, **_train_kwargs(args))
@@ -108,6 +148,94 @@ def _train(args: argparse.Namespace) -> int:
     print(f"trained k={args.k} n={args.n_latents}: {res.steps} steps, nMSE (held out) "
           f"{last.get('nmse_eval', last['nmse']):.4f}, dead {last['dead_fraction']:.3f}")
     print(f"model: {out}/model  metrics: {out}/checkpoints/metrics.jsonl")
+    return 0
+
+
+def _run(args: argparse.Namespace, create: bool = False):
+    from .rundir import RunDir
+
+    return RunDir.open(args.run, create=create)
+
+
+def _encode(args: argparse.Namespace) -> int:
+    from .pipeline import step_encode
+
+    run = _run(args)
+    step_encode(run, args.sae or None, force=args.force, quiet=args.quiet)
+    print(f"codes in {run.root}/codes: {', '.join(sorted(p.name for p in (run.root / 'codes').iterdir()))}")
+    return 0
+
+
+def _cooc(args: argparse.Namespace) -> int:
+    from .pipeline import step_cooc
+
+    run = _run(args)
+    step_cooc(run, args.sae or None, force=args.force, quiet=args.quiet)
+    return 0
+
+
+def _families(args: argparse.Namespace) -> int:
+    from .pipeline import step_families
+
+    run = _run(args)
+    step_families(run, sae=args.sae, method=args.method, tau=args.tau, iterations=args.iterations,
+                  max_density=args.max_density, force=True, quiet=args.quiet)
+    print((run.root / "tables" / "table1.md").read_text())
+    print(f"families: {run.families_path}")
+    return 0
+
+
+def _split(args: argparse.Namespace) -> int:
+    from .pipeline import step_split
+
+    run = _run(args)
+    step_split(run, top=args.top, force=True, quiet=args.quiet)
+    print(f"splitting: {run.splitting_path}")
+    return 0
+
+
+def _parse_steer(items) -> dict:
+    steer = {}
+    for item in items or []:
+        key, sep, val = item.rpartition("=")
+        if not sep or not key:
+            raise SystemExit(f"fastsae search: --steer wants FEATURE=WEIGHT (an id or label text), got {item!r}")
+        try:
+            steer[int(key) if key.strip().isdigit() else key] = float(val)
+        except ValueError:
+            raise SystemExit(f"fastsae search: bad weight in {item!r}") from None
+    return steer
+
+
+def _search(args: argparse.Namespace) -> int:
+    from .search import search
+
+    res = search(args.query, _run(args), steer=_parse_steer(args.steer), top=args.top, sae=args.sae)
+    if args.json:
+        print(json.dumps({"query": res.query, "active": [a.__dict__ for a in res.active],
+                          "steered": [a.__dict__ for a in res.steered],
+                          "hits": [h.__dict__ for h in res.hits]}, indent=2))
+        return 0
+    print(f"query: {res.query}")
+    print("active features:")
+    for a in res.active:
+        print(f"  {a.feature:6d}  {a.activation:7.3f}  {a.label or ''}")
+    if args.steer:
+        print("after steering:")
+        for a in res.steered:
+            print(f"  {a.feature:6d}  {a.activation:7.3f}  {a.label or ''}")
+    print("nearest documents:")
+    for h in res.hits:
+        first = h.text.split("\n")[0][:100]
+        print(f"  {h.score:6.3f}  #{h.doc:<6d} {first}")
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from .pipeline import run_demo
+
+    run_demo(args.run, n_docs=args.docs, seed=args.seed, embed_backend=args.embed_backend, epochs=args.epochs,
+             llm=args.llm, base_url=args.base_url, force=args.force, quiet=args.quiet)
     return 0
 
 
@@ -141,26 +269,47 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
+def _add_run(p: argparse.ArgumentParser, required: bool = True) -> None:
+    p.add_argument("--run", required=required, default=None, help="run directory (see `fastsae demo`)")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="fastsae", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="fastsae", description=__doc__.splitlines()[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter,
+                                 epilog="\n".join(__doc__.splitlines()[2:]))
     sub = ap.add_subparsers(dest="command", required=True)
-    d = sub.add_parser("demo", help="run the pipeline on built-in generated data and print a summary")
-    d.add_argument("--rows", type=int, default=200_000, help="number of generated documents (default 200000)")
-    d.add_argument("--latents", type=int, default=4096, help="SAE latents n (default 4096)")
-    d.add_argument("--k", type=int, default=32, help="active latents per row (default 32)")
-    d.add_argument("--families", type=int, default=20, help="planted families (default 20)")
-    d.add_argument("--children", type=int, default=6, help="children per planted family (default 6)")
-    d.add_argument("--tau", type=float, default=0.1, help="threshold on the normalised co-occurrence (paper: 0.1)")
+
+    d = sub.add_parser("demo", help="the whole pipeline on the built-in corpus, ending in a browsable report")
+    d.add_argument("--run", default="runs/demo", help="run directory (default runs/demo; reruns continue it)")
+    d.add_argument("--docs", type=int, default=3000, help="documents in the generated corpus (default 3000)")
     d.add_argument("--seed", type=int, default=0)
-    d.add_argument("--out", default="runs/demo", help="run directory (default runs/demo; '' to skip writing)")
+    d.add_argument("--embed-backend", choices=["local", "tfidf", "openai"], default=None,
+                   help="text embedder (default: local all-MiniLM-L6-v2 when installed, else tfidf)")
+    d.add_argument("--epochs", type=float, default=None, help="training epochs per SAE (default: sized to the corpus)")
+    d.add_argument("--llm", action="store_true",
+                   help="label features with an LLM (OPENAI_API_KEY / OPENAI_BASE_URL) instead of keywords")
+    d.add_argument("--base-url", default=None, help="OpenAI-compatible endpoint for --llm / --embed-backend openai")
+    d.add_argument("--force", action="store_true", help="recompute every step")
+    d.add_argument("--quiet", action="store_true")
     d.set_defaults(func=_demo)
 
-    t = sub.add_parser("train", help="train one top-k SAE on a .npy file of embeddings (resumable)")
-    t.add_argument("data", help="[N, d] float .npy file (memory-mapped, never loaded whole)")
-    t.add_argument("--n-latents", type=int, required=True, help="number of latents n")
-    t.add_argument("--k", type=int, required=True, help="active latents per example")
-    t.add_argument("--out", required=True, help="run directory (model/, checkpoints/, metrics.jsonl)")
-    t.add_argument("--restart", action="store_true", help="ignore existing checkpoints in --out")
+    try:
+        from .embed import add_parser as add_embed
+    except ImportError:  # pragma: no cover - the module ships with the package
+        add_embed = None
+    if add_embed is not None:
+        add_embed(sub)
+
+    t = sub.add_parser("train", help="train top-k SAEs: on a run's embeddings (--run) or on a .npy file (resumable)")
+    t.add_argument("data", nargs="?", default=None, help="[N, d] float .npy file (memory-mapped, never loaded whole)")
+    t.add_argument("--run", default=None, help="train on this run directory's embeddings.npy")
+    t.add_argument("--sizes", default=None,
+                   help="with --run: SAEs as N:K[,N:K...] (default: three paper-like sizes scaled to the corpus)")
+    t.add_argument("--n-latents", type=int, default=None, help="number of latents n")
+    t.add_argument("--k", type=int, default=None, help="active latents per example")
+    t.add_argument("--out", default=None, help="output directory for DATA.npy (model/, checkpoints/)")
+    t.add_argument("--restart", action="store_true", help="ignore existing checkpoints")
     _add_train_options(t)
     t.set_defaults(func=_train)
 
@@ -171,12 +320,75 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True, help="sweep directory (one folder per run; reruns resume)")
     _add_train_options(s)
     s.set_defaults(func=_sweep)
+
+    e = sub.add_parser("encode", help="top-k codes of every document under each SAE of a run")
+    _add_run(e)
+    e.add_argument("--sae", nargs="*", help="SAE names (default: all)")
+    e.add_argument("--force", action="store_true", help="recompute existing codes")
+    e.set_defaults(func=_encode)
+
+    c = sub.add_parser("cooc", help="co-occurrence C and activation similarity D (native, exact)")
+    _add_run(c)
+    c.add_argument("--sae", nargs="*", help="SAE names (default: all)")
+    c.add_argument("--force", action="store_true", help="recompute")
+    c.set_defaults(func=_cooc)
+
+    f = sub.add_parser("families", help="feature families (paper or precise method), Table 1, Figs. 2/14/16")
+    _add_run(f)
+    f.add_argument("--sae", default=None, help="SAE to analyse (default: the run's main SAE)")
+    f.add_argument("--method", choices=["paper", "precise"], default="paper")
+    f.add_argument("--tau", type=float, default=0.1, help="threshold on normalised co-occurrence (paper: 0.1)")
+    f.add_argument("--iterations", type=int, default=3, help="passes after the first (paper: 3)")
+    f.add_argument("--max-density", type=float, default=0.2, help="leave out denser features (authors: 0.2)")
+    f.set_defaults(func=_families)
+
+    sp = sub.add_parser("split", help="feature splitting across the run's SAE sizes (Figs. 6, 13)")
+    _add_run(sp)
+    sp.add_argument("--top", type=int, default=3, help="nearest neighbours kept per feature")
+    sp.set_defaults(func=_split)
+
+    for mod in ("autointerp.cli", "report.cli"):
+        try:
+            m = __import__(f"fastsae.{mod}", fromlist=["add_parser"])
+        except ImportError:  # pragma: no cover
+            continue
+        m.add_parser(sub)
+
+    q = sub.add_parser("search", help="feature search and steering over a run's corpus")
+    q.add_argument("query", help="query text")
+    _add_run(q)
+    q.add_argument("--steer", action="append", metavar="FEATURE=WEIGHT",
+                   help="scale an active feature or add one (id or label text), repeatable")
+    q.add_argument("--top", type=int, default=10, help="documents to show")
+    q.add_argument("--sae", default=None, help="SAE (default: the run's main SAE)")
+    q.add_argument("--json", action="store_true", help="print JSON")
+    q.set_defaults(func=_search)
+
+    b = sub.add_parser("bench", help="quick built-in benchmarks (the full suite lives in benchmarks/)")
+    bsub = b.add_subparsers(dest="bench", required=True)
+    bc = bsub.add_parser("cooc", help="C and D + spanning forest on generated codes with planted families")
+    bc.add_argument("--rows", type=int, default=200_000, help="number of generated documents (default 200000)")
+    bc.add_argument("--latents", type=int, default=4096, help="SAE latents n (default 4096)")
+    bc.add_argument("--k", type=int, default=32, help="active latents per row (default 32)")
+    bc.add_argument("--families", type=int, default=20, help="planted families (default 20)")
+    bc.add_argument("--children", type=int, default=6, help="children per planted family (default 6)")
+    bc.add_argument("--tau", type=float, default=0.1, help="threshold on the normalised co-occurrence (paper: 0.1)")
+    bc.add_argument("--seed", type=int, default=0)
+    bc.add_argument("--out", default="", help="write cooc.npz and summary.json here")
+    bc.set_defaults(func=_bench_cooc)
     return ap
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError, TypeError, ImportError) as e:
+        # user errors (bad input, a missing step, a missing extra): one clear line, exit 2
+        if os.environ.get("FASTSAE_DEBUG"):
+            raise
+        print(f"fastsae {args.command}: error: {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

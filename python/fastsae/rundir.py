@@ -286,9 +286,10 @@ class RunDir:
         d = self.codes_dir(name)
         if not (d / "indices.npy").exists():
             raise FileNotFoundError(f"{d}: no codes for {name} (run `fastsae encode`)")
-        idx = np.load(d / "indices.npy", mmap_mode="r", allow_pickle=False)
-        val = np.load(d / "values.npy", mmap_mode="r", allow_pickle=False)
-        return SparseCode(torch.from_numpy(np.ascontiguousarray(idx)), torch.from_numpy(np.ascontiguousarray(val)))
+        # copy-on-write maps: the tensors are writable without reading the files into memory
+        idx = np.load(d / "indices.npy", mmap_mode="c", allow_pickle=False)
+        val = np.load(d / "values.npy", mmap_mode="c", allow_pickle=False)
+        return SparseCode(torch.from_numpy(idx), torch.from_numpy(val))
 
     def cooc(self, name: str):
         from .cooc import Cooccurrence

@@ -361,6 +361,23 @@ def family_stats(cooc: Cooccurrence, families: Sequence[Family], *, features=Non
     return FamilyStats(sizes, r_c, r_d, cd, dd, f_inc, per_it, block_order(families, n))
 
 
+def family_table(stats_by_sae: "dict[str, FamilyStats]") -> str:
+    """Paper Table 1 as Markdown: per SAE the number of families, f_inc and the medians of the
+    family size, R(p, C), R on D, C_diag/C_off and D_diag/D_off."""
+    head = ("| SAE | families | f_inc | median size | median R(p,C) | median R(p,D) | "
+            "median C_diag/C_off | median D_diag/D_off |")
+    lines = [head, "|" + "---|" * 8]
+
+    def f(x: float, digits: int = 2) -> str:
+        return "n/a" if not np.isfinite(x) else f"{x:.{digits}f}"
+
+    for name, st in stats_by_sae.items():
+        m = st.medians()
+        lines.append(f"| {name} | {len(st.sizes)} | {f(m['f_inc'], 3)} | {f(m['size'], 1)} | {f(m['R(p,C)'])} | "
+                     f"{f(m['R_act'])} | {f(m['C_diag/C_off'])} | {f(m['D_diag/D_off'])} |")
+    return "\n".join(lines)
+
+
 # ------------------------------------------------------------------------------------------------
 # Figures
 

