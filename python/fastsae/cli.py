@@ -208,7 +208,7 @@ def _parse_steer(items) -> dict:
 
 
 def _search(args: argparse.Namespace) -> int:
-    from .search import search
+    from .feature_search import search
 
     res = search(args.query, _run(args), steer=_parse_steer(args.steer), top=args.top, sae=args.sae)
     if args.json:
