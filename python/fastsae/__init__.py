@@ -30,10 +30,18 @@ from .model import SAEOutput, TopKSAE
 from .ops import SparseCode
 from .sweeps import PowerLawFit, SweepResult, fit_power_law, sweep
 from .trainer import TrainConfig, TrainResult, encode_dataset, geometric_median, train
+from .autointerp import FeatureResult, InterpretResults, interpret_families, interpret_features
+from .feature_search import SearchResult, search
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "FeatureResult",
+    "InterpretResults",
+    "interpret_families",
+    "interpret_features",
+    "SearchResult",
+    "search",
     "SAEOutput",
     "SparseCode",
     "TopKSAE",
