@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.fastsae-stamp
-SOURCES := pyproject.toml CMakeLists.txt tools/bootstrap.py $(shell find csrc python -type f \( -name '*.py' -o -name '*.cpp' -o -name '*.hpp' -o -name '*.json' -o -name '*.txt' \) 2>/dev/null)
+SOURCES := pyproject.toml CMakeLists.txt tools/bootstrap.py $(shell find csrc python -type f \( -name '*.py' -o -name '*.cpp' -o -name '*.hpp' -o -name '*.json' -o -name '*.txt' -o -name '*.j2' -o -name '*.css' -o -name '*.js' \) 2>/dev/null)
 
 .PHONY: demo test bench venv clean
 
