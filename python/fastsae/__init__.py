@@ -32,6 +32,8 @@ from .sweeps import PowerLawFit, SweepResult, fit_power_law, sweep
 from .trainer import TrainConfig, TrainResult, encode_dataset, geometric_median, train
 from .autointerp import FeatureResult, InterpretResults, interpret_families, interpret_features
 from .feature_search import SearchResult, search
+from .corpus import DemoCorpus, demo_corpus, load_taxonomy, topic_feature_recovery
+from .embed import Embedder, EmbeddingError, embed_texts, get_embedder, load_embedder, read_texts
 
 __version__ = "0.1.0"
 
@@ -42,6 +44,16 @@ __all__ = [
     "interpret_features",
     "SearchResult",
     "search",
+    "DemoCorpus",
+    "demo_corpus",
+    "load_taxonomy",
+    "topic_feature_recovery",
+    "Embedder",
+    "EmbeddingError",
+    "embed_texts",
+    "get_embedder",
+    "load_embedder",
+    "read_texts",
     "SAEOutput",
     "SparseCode",
     "TopKSAE",

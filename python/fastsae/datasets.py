@@ -721,3 +721,4 @@ def family_recovery_by_ids(found: Any, true: Any, *, jaccard: float = 0.5) -> Fa
     return _recovery(
         _family_list(found, "found"), _family_list(true, "true"), {}, jaccard, False, identity=True
     )
+from .corpus import DemoCorpus, Taxonomy, demo_corpus, load_taxonomy, topic_feature_recovery  # noqa: E402,F401

@@ -76,13 +76,13 @@ def step_embed(run: RunDir, *, backend: str | None = None, model: str | None = N
     if model:
         kw["model"] = model
     if backend == "openai":
-        kw.update(base_url=base_url, cache_path=str(run.root / "embed_cache.sqlite"))
+        kw.update(base_url=base_url, cache_path=str(run.root / "embed_cache.sqlite"), batch_size=batch_size)
     elif backend == "local":
-        kw["cache_path"] = str(run.root / "embed_cache.sqlite")
+        kw.update(cache_path=str(run.root / "embed_cache.sqlite"), batch_size=batch_size)
     emb = get_embedder(backend, **kw)
-    if hasattr(emb, "fit"):
+    if getattr(emb, "requires_fit", False):
         emb.fit(texts)
-    X = np.asarray(emb.embed(texts, batch_size=batch_size, progress=not quiet), dtype=np.float32)
+    X = np.asarray(emb.embed(texts, progress=not quiet), dtype=np.float32)
     emb.save(run.root / "embedder")
     from .rundir import atomic_save_npy
 
@@ -152,12 +152,19 @@ def step_train(run: RunDir, specs: Sequence[SAESpec], *, epochs: float = 40.0, b
     run.update_config("main_sae", specs[-1].name)
 
 
+def _trained(run: RunDir) -> list[str]:
+    names = run.sae_names()
+    if not names:
+        raise FileNotFoundError(f"{run.root}: no trained SAE (run `fastsae train --run {run.root}`)")
+    return names
+
+
 def step_encode(run: RunDir, names: Sequence[str] | None = None, *, force: bool = False, quiet: bool = False) -> None:
     """Top-k codes of every document under each SAE -> ``codes/<name>/``."""
     from .trainer import encode_dataset
 
     X = run.embeddings()
-    for name in names or run.sae_names():
+    for name in names or _trained(run):
         d = run.codes_dir(name)
         if (d / "indices.npy").exists() and not force:
             continue
@@ -170,7 +177,7 @@ def step_cooc(run: RunDir, names: Sequence[str] | None = None, *, force: bool = 
     """Co-occurrence C and activation similarity D of each SAE's codes -> ``cooc/<name>.npz``."""
     from .cooc import cooccurrence
 
-    for name in names or run.sae_names():
+    for name in names or _trained(run):
         path = run.cooc_path(name)
         if path.exists() and not force:
             continue
