@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
@@ -151,3 +153,144 @@ def test_sparse_results_give_the_same_families(method):
     dense = feature_families(fastsae.cooccurrence(data.indices, data.values, 500), method=method)
     sparse = feature_families(fastsae.cooccurrence(data.indices, data.values, 500, dense=False), method=method)
     assert [(f.parent, f.children, f.depth) for f in dense] == [(f.parent, f.children, f.depth) for f in sparse]
+
+
+# ------------------------------------------------------------------------------------------------
+# method="precise": candidates co-fire beyond chance (z >= precise_min_z), the parent maximises
+# Loevinger's H(c -> p) = (P(p|c) - P(p)) / (1 - P(p))
+
+
+def suppressed_parent_codes():
+    """Rows 0..449 are family rows in blocks of 5: block b carries child 2 + b % 3, and parent 1
+    fires on the block when (b // 3) % 3 != 0, so P(1 | child) = 2/3 exactly (a parent that top-k
+    or absorption drops on a third of its children's rows). Latent 0 is dense and unrelated: it
+    fires on 4 of every 5 rows everywhere, so P(0 | child) = P(0) = 0.8 > P(1 | child). Latent 9
+    fires on every row. Latent 5 fills rows 450.. where latent 0 is off. Padding ids 6..8."""
+    n_rows, n = 1000, 10
+    idx = np.tile(np.array([6, 7, 8, 9]), (n_rows, 1))
+    val = np.zeros((n_rows, 4), dtype=np.float32)
+    val[:, 3] = 1.0
+    for r in range(n_rows):
+        if r % 5 < 4:
+            idx[r, 0], val[r, 0] = 0, 1.0 + 0.1 * (r % 7)
+        elif r >= 450:
+            idx[r, 0], val[r, 0] = 5, 1.0
+        if r < 450:
+            b = r // 5
+            idx[r, 2], val[r, 2] = 2 + b % 3, 0.5 + 0.1 * (r % 3)
+            if (b // 3) % 3 != 0:
+                idx[r, 1], val[r, 1] = 1, 1.5
+    return idx, val, n
+
+
+def test_precise_scores_parents_against_chance():
+    idx, val, n = suppressed_parent_codes()
+    cooc = fastsae.cooccurrence(idx, val, n)
+    C, f, N = np.asarray(cooc.counts), cooc.freq, cooc.n_rows
+    assert list(f[[0, 1, 2, 3, 4, 9]]) == [800, 300, 150, 150, 150, 1000]
+    for c in (2, 3, 4):  # raw co-firing favours the dense unrelated latent 0 ...
+        assert C[0, c] / f[c] == pytest.approx(0.8) and C[1, c] / f[c] == pytest.approx(2 / 3)
+        assert C[9, c] == f[c]  # ... and the always-on latent 9 co-fires every time
+    # H(c -> 0) = (0.8 - 0.8) / 0.2 = 0, latent 9 is never a parent (P(9) = 1),
+    # H(c -> 1) = (2/3 - 0.3) / 0.7 and z(c -> 1) = (100 - 45) / sqrt(45 * 0.7)
+    for min_z in (0.0, 5.0):
+        fams = feature_families(cooc, method="precise", precise_min_z=min_z)
+        assert [(f.parent, sorted(f.children), f.depth) for f in fams] == [(1, [2, 3, 4], [1, 1, 1])]
+    h, z = (2 / 3 - 0.3) / 0.7, 55 / np.sqrt(45 * 0.7)  # 0.524, 9.80
+    assert feature_families(cooc, method="precise", precise_threshold=h - 1e-9)
+    assert not feature_families(cooc, method="precise", precise_threshold=h + 1e-9)
+    assert feature_families(cooc, method="precise", precise_min_z=z - 1e-9)
+    assert not feature_families(cooc, method="precise", precise_min_z=z + 1e-9)
+    # without the true parent, nothing is left that c implies beyond chance: no false family
+    assert not feature_families(cooc, method="precise", features=[0, 2, 3, 4, 5, 9], precise_threshold=0.01,
+                                precise_min_z=0.0)
+
+
+def test_precise_ignores_chance_cofiring_with_a_near_constant_latent():
+    """Latent 0 fires on 98% of the rows (off on rows r % 50 == 0); latents 1..4 fire on 30 rows
+    each, all with latent 0 on, as happens by chance (0.98**30 = 0.55): P(0 | c) = 1, so H = 1,
+    yet z = (30 - 29.4) / sqrt(29.4 * 0.02) = 0.78 -- no evidence of any relation."""
+    n_rows, n = 2000, 8
+    idx = np.tile(np.array([0, 6, 7]), (n_rows, 1))
+    val = np.zeros((n_rows, 3), dtype=np.float32)
+    val[:, 0] = (np.arange(n_rows) % 50 != 0).astype(np.float32)
+    for c in range(1, 5):
+        rows = [r for r in range(n_rows) if r % 50 != 0 and r % 7 == c][:30]
+        idx[rows, 1], val[rows, 1] = c, 1.0
+    idx[::50, 1], val[::50, 1] = 5, 1.0  # latent 5 on the rows latent 0 is off
+    cooc = fastsae.cooccurrence(idx, val, n)
+    assert list(cooc.freq[:5]) == [1960, 30, 30, 30, 30]
+    assert not feature_families(cooc, method="precise")
+    chance = feature_families(cooc, method="precise", precise_min_z=0.0)  # H alone is fooled
+    assert [(f.parent, sorted(f.children)) for f in chance] == [(0, [1, 2, 3, 4])]
+
+
+def brute_force_precise(cooc, threshold, min_z, family_min_children, keep):
+    """The precise rule written out pair by pair (no blocks, no vectorisation)."""
+    n, N = cooc.n_latents, cooc.n_rows
+    C = np.asarray(cooc.counts.toarray() if hasattr(cooc.counts, "toarray") else cooc.counts)
+    f = [int(x) for x in cooc.freq]
+    d = np.asarray(cooc.act_sim.diagonal() if hasattr(cooc.act_sim, "toarray") else np.diag(cooc.act_sim))
+    dense_key = {i: (f[i], float(d[i]), i) for i in range(n)}  # density order, ids break exact ties
+    parent = {}
+    for c in range(n):
+        if not keep[c] or f[c] == 0:
+            continue
+        best = None
+        for p in range(n):
+            if p == c or not keep[p] or dense_key[p] <= dense_key[c] or C[p, c] == 0:
+                continue
+            base = f[p] / N
+            if base == 1.0:
+                continue
+            z = (C[p, c] - f[c] * base) / math.sqrt(f[c] * base * (1.0 - base))
+            if z < min_z:
+                continue
+            h = (C[p, c] / f[c] - base) / (1.0 - base)
+            if best is None or (h, dense_key[p]) > (best[0], dense_key[best[1]]):
+                best = (h, p)
+        if best is not None and best[0] >= threshold:
+            parent[c] = best[1]
+    direct = {}
+    for c, p in parent.items():
+        direct.setdefault(p, []).append(c)
+
+    def below(p):
+        out = set()
+        for c in direct.get(p, []):
+            out |= {c} | below(c)
+        return out
+
+    return {p: below(p) for p, cs in direct.items() if len(cs) > family_min_children}
+
+
+@pytest.mark.parametrize("threshold, min_z", [(0.05, 0.0), (0.05, 3.0), (0.3, 5.0), (0.6, 1.0)])
+@pytest.mark.parametrize("filtered", [False, True])
+def test_precise_matches_brute_force(threshold, min_z, filtered):
+    data = planted_hierarchy_codes(3000, 60, 6, n_families=5, children_per_family=4, seed=3)
+    rng = np.random.default_rng(5)
+    val = data.values.copy()
+    val[rng.random(val.shape) < 0.25] = 0.0  # drop a quarter of all activations (parents too)
+    cooc = fastsae.cooccurrence(data.indices, val, 60)
+    keep = np.ones(60, dtype=bool)
+    if filtered:
+        keep[rng.choice(60, 12, replace=False)] = False
+    features = np.flatnonzero(keep) if filtered else None
+    for fmc in (0, 2):
+        fams = feature_families(cooc, method="precise", precise_threshold=threshold, precise_min_z=min_z,
+                                family_min_children=fmc, dedup_jaccard=1.0, features=features)
+        got = {f.parent: set(f.children) for f in fams}
+        assert len(got) == len(fams)
+        assert got == brute_force_precise(cooc, threshold, min_z, fmc, keep)
+        assert got
+
+
+def test_precise_bad_parameters():
+    idx, val, n, _ = hand_built_codes(n_rows=200)
+    cooc = fastsae.cooccurrence(idx, val, n)
+    for bad in (0, 1.5):
+        with pytest.raises(ValueError, match="precise_threshold"):
+            feature_families(cooc, method="precise", precise_threshold=bad)
+    for bad in (-1.0, float("inf"), float("nan"), "3"):
+        with pytest.raises(ValueError, match="precise_min_z"):
+            feature_families(cooc, method="precise", precise_min_z=bad)

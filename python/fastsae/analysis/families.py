@@ -17,12 +17,33 @@ Two methods, every choice a parameter:
 7. families whose child sets overlap with Jaccard > ``dedup_jaccard`` are deduplicated,
    keeping the larger.
 
-``method="precise"`` (beyond the paper): latent c becomes a child of the denser latent p that
-fires most often when c fires, when ``P(p active | c active) >= precise_threshold`` (0.6).
-Each c has at most one parent and parents are strictly denser, so this is a forest; every
-latent with at least ``family_min_children + 1`` direct children heads a family (its
-depth-first subtree). On planted hierarchies it keeps recall while cutting the paper method's
-false families (benchmarks/bench_families.py).
+``method="precise"`` (beyond the paper): latent c becomes a child of the strictly denser latent
+p whose firing c implies most strongly beyond chance. With P(p | c) = C_pc / n_c and
+P(p) = n_p / N, the candidates for c are the strictly denser latents that co-fire with c
+significantly more often than chance, by the score test of a proportion
+
+    z(c -> p) = (C_pc - n_c P(p)) / sqrt(n_c P(p) (1 - P(p)))  >=  precise_min_z  (5),
+
+and the parent is the candidate with the largest Loevinger's H
+
+    H(c -> p) = (P(p | c) - P(p)) / (1 - P(p))
+
+(0 when p and c fire independently, 1 when p fires whenever c fires), kept when
+``H >= precise_threshold`` (0.3); equal H goes to the denser candidate. A latent that fires on
+every row is never a parent. Why chance matters: a very dense unrelated latent (on half of all
+rows, say) co-fires with any c about half the time, as often as a true parent whose firing top-k
+or feature absorption suppresses on part of c's rows, so raw co-firing counts pick the wrong
+parent and H does not; and a latent on 98% of rows co-fires with a rare c on all of c's rows by
+chance alone (H = 1 on a few dozen rows), which the z test rejects. The default 5 is a one-sided
+p-value of 3e-7 per pair: each c is tested against every denser latent, so with 9,216 latents
+z >= 3 still lets a few chance pairs through (false families under very dense latents on
+planted codes, benchmarks/bench_families.py sizes) and z >= 5 keeps the family-wise error of
+a c below 1% up to ~30,000 candidates.
+
+Each c has at most one parent and parents are strictly denser, so this is a forest; every latent
+with at least ``family_min_children + 1`` direct children heads a family (its depth-first
+subtree). On planted hierarchies it keeps recall while cutting the paper method's false
+families (benchmarks/bench_families.py, benchmarks/bench_recovery.py).
 
 Both results are independent of the order of latent ids: forest ties are broken by the
 activation similarity (D as a cosine), then by id, and DFS visits children strongest first.
@@ -182,27 +203,49 @@ def _paper_pass(cooc, weights, alive, ranks, root_min_children, family_min_child
     return fams
 
 
-def _precise(cooc, keep, ranks, threshold_p, family_min_children):
+def _implication_scores(counts: np.ndarray, freq: np.ndarray, cols: np.ndarray, n_rows: int) -> tuple[np.ndarray, np.ndarray]:
+    """For every p (rows) and the latents c = ``cols`` (``counts`` is C[:, cols]): Loevinger's
+    H(c -> p) = (P(p | c) - P(p)) / (1 - P(p)) and the score-test statistic
+    z(c -> p) = (C_pc - n_c P(p)) / sqrt(n_c P(p) (1 - P(p))). Where 1 - P(p) = 0 (p fires on
+    every row) or n_c = 0, H = 0 and z = -inf."""
+    f = freq.astype(np.float64)
+    fc = f[cols][None, :]
+    base = (f / max(n_rows, 1))[:, None]
+    den = 1.0 - base
+    c = counts.astype(np.float64)
+    h = np.divide(c, fc, out=np.zeros(c.shape), where=fc > 0)  # P(p | c)
+    h -= base
+    np.divide(h, den, out=h, where=den > 0)
+    h[np.broadcast_to(den <= 0, h.shape) | np.broadcast_to(fc <= 0, h.shape)] = 0.0
+    expected = fc * base
+    c -= expected  # the excess count
+    expected *= den  # the variance under independence
+    np.sqrt(expected, out=expected)
+    z = np.divide(c, expected, out=np.full(c.shape, -np.inf), where=expected > 0)
+    return h, z
+
+
+def _precise(cooc, keep, ranks, threshold_h, min_z, family_min_children):
     n = cooc.n_latents
     freq = cooc.freq.astype(np.int64)
     C = cooc.counts.tocsc() if sp.issparse(cooc.counts) else np.asarray(cooc.counts)
     parent_of = np.full(n, -1, dtype=np.int64)
     strength = np.zeros(n)
     cols = np.nonzero(keep & (freq > 0))[0]
-    for a in range(0, len(cols), 1024):  # column blocks: bounded memory for any n
-        cb = cols[a : a + 1024]
+    width = int(min(1024, max(1, (1 << 22) // max(n, 1))))  # [n, width] float64 temporaries: ~32 MiB each
+    for a in range(0, len(cols), width):  # column blocks: bounded memory for any n
+        cb = cols[a : a + width]
         block = (C[:, cb].toarray() if sp.issparse(C) else C[:, cb]).astype(np.int64)  # [n, b]: C[p, c]
-        # Candidates: kept, strictly denser than c. Score = (count, then density rank): the
-        # parent is the candidate co-firing most often with c, equal counts going to the denser.
-        ok = keep[:, None] & (ranks[:, None] > ranks[cb][None, :]) & (block > 0)
-        score = np.where(ok, block * (n + 1) + ranks[:, None], -1)
-        best = score.argmax(axis=0)
-        cnt = block[best, np.arange(len(cb))]
-        valid = score[best, np.arange(len(cb))] >= 0
-        frac = np.where(valid, cnt / freq[cb], 0.0)
-        sel = valid & (frac >= threshold_p)
+        # Candidates: kept, strictly denser than c, co-firing with c (z >= min_z). The parent is
+        # the candidate with the largest H(c -> p); equal H goes to the denser candidate.
+        h, z = _implication_scores(block, freq, cb, cooc.n_rows)
+        ok = keep[:, None] & (ranks[:, None] > ranks[cb][None, :]) & (block > 0) & (z >= min_z)
+        h = np.where(ok, h, -np.inf)
+        top = h.max(axis=0)
+        best = np.where(ok & (h == top[None, :]), ranks[:, None], -1).argmax(axis=0)
+        sel = np.isfinite(top) & (top >= threshold_h)
         parent_of[cb[sel]] = best[sel]
-        strength[cb[sel]] = frac[sel]
+        strength[cb[sel]] = top[sel]
     out_edges: dict[int, list[tuple[float, int]]] = {}
     for c in np.nonzero(parent_of >= 0)[0]:
         out_edges.setdefault(int(parent_of[c]), []).append((float(strength[c]), int(c)))
@@ -240,7 +283,8 @@ def feature_families(
     root_min_children: int = 2,
     family_min_children: int = 2,
     symmetrize: str = "max",
-    precise_threshold: float = 0.6,
+    precise_threshold: float = 0.3,
+    precise_min_z: float = 5.0,
 ) -> list[Family]:
     """Feature families from a co-occurrence result (see the module docstring for both methods)."""
     keep = _check(cooc, features)
@@ -254,7 +298,10 @@ def feature_families(
     if method == "precise":
         if not 0 < precise_threshold <= 1:
             raise ValueError("precise_threshold must be in (0, 1]")
-        return deduplicate(_precise(cooc, keep, ranks, precise_threshold, family_min_children), dedup_jaccard, ranks)
+        if not (isinstance(precise_min_z, (int, float, np.number)) and 0 <= precise_min_z < np.inf):
+            raise ValueError(f"precise_min_z must be a finite number >= 0, got {precise_min_z!r}")
+        fams = _precise(cooc, keep, ranks, precise_threshold, float(precise_min_z), family_min_children)
+        return deduplicate(fams, dedup_jaccard, ranks)
     weights = _thresholded_frequency_normalised(cooc, tau)
     alive = keep.copy()
     found: list[Family] = []
