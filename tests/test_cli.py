@@ -75,16 +75,21 @@ def test_demo_writes_every_artefact(demo_run):
     assert "<html" in html.lower() and "http://" not in html.split("<body", 1)[0].replace("http://www.w3.org", "")
 
 
-def test_subcommands_pick_up_the_run(demo_run, tmp_path):
+def test_subcommands_pick_up_the_run(demo_run, tmp_path, capsys):
     out = _cli("families", "--run", demo_run.root, "--method", "precise", "--quiet")
     assert "| SAE | families |" in out.stdout
     assert json.loads(demo_run.families_path.read_text())["method"] == "precise"
     out = _cli("search", "machine learning", "--run", demo_run.root, "--top", "3", "--json")
     res = json.loads(out.stdout)
     assert len(res["hits"]) == 3 and res["active"]
+    from fastsae.cli import build_parser
+
+    parser = build_parser()
     for sub in ["demo", "embed", "train", "sweep", "encode", "cooc", "families", "split", "interpret",
                 "report", "search", "bench"]:
-        assert _cli(sub, "--help").stdout.startswith("usage: fastsae " + sub)
+        with pytest.raises(SystemExit) as exit_:
+            parser.parse_args([sub, "--help"])
+        assert exit_.value.code == 0 and capsys.readouterr().out.startswith("usage: fastsae " + sub)
 
 
 def test_interrupted_demo_resumes_to_identical_results(demo_run, tmp_path):
