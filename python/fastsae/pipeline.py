@@ -474,6 +474,8 @@ def demo_summary(run: RunDir, seconds: float) -> DemoSummary:
     if records and records[0].get("path"):
         recovery = taxonomy_recovery(run.codes(main), records, fams, run.load_sae(main).n_latents)
     interp = json.loads(run.labels_summary_path.read_text()) if run.labels_summary_path.exists() else {}
+    if interp:
+        interp.setdefault("backend", cfg.get("interpret", {}).get("backend"))
     return DemoSummary(str(run.root), round(seconds, 1), saes, recovery,
                        {"sae": main, "n_families": len(fams)}, interp)
 
@@ -494,6 +496,7 @@ def print_summary(s: DemoSummary) -> None:
               f"{r['internal_nodes_recovered_as_family']}/{r['internal_nodes']} fields/subfields recovered as a family")
     if s.interpret:
         i = s.interpret
-        print(f"  autointerp: {i.get('n_scored', i.get('count', '?'))} features, median Pearson "
+        print(f"  autointerp ({i.get('backend') or '?'}): {i.get('n_scored', '?')} of {i.get('n_features', '?')} "
+              f"features scored, median Pearson "
               f"{i.get('median_pearson', float('nan')):.2f}, median F1 {i.get('median_f1', float('nan')):.2f}")
     print(f"  run directory: {s.run}  (report: {s.run}/report/index.html)  {s.seconds:.0f} s")
