@@ -23,7 +23,7 @@ demo: $(STAMP) $(LOCAL_STAMP)
 	$(VENV)/bin/fastsae demo --run runs/demo
 
 test: $(STAMP)
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q --durations=15 tests
 
 bench: $(STAMP)
 	$(PY) -m pytest benchmarks --benchmark-only -q
