@@ -171,3 +171,49 @@ def test_clear_errors(tmp_path, demo_run):
     RunDir.open(tmp_path / "fresh", create=True)
     out = _cli("cooc", "--run", tmp_path / "fresh", check=False)
     assert out.returncode == 2 and "fastsae" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_interpret_a_run_through_an_openai_compatible_server(demo_run, tmp_path):
+    """`fastsae interpret` on a demo run against a loopback chat-completions server: labels come
+    from the server, a rerun sends nothing, and the key is written nowhere."""
+    import hashlib
+    import shutil
+
+    from llm_server import LLMServer, chat_reply
+
+    def oracle(req):
+        user = [m["content"] for m in req.messages if m.get("role") == "user"][0]
+        if "FINAL: <label>" in user:
+            # a label unique to the feature: identical Predictor prompts would be answered from the cache
+            tag = hashlib.sha256(user.encode()).hexdigest()[:8]
+            return chat_reply(f"The documents share a theme.\nFINAL: oracle {tag}", prompt_tokens=50, completion_tokens=9)
+        return chat_reply("Looks related.\nPREDICTION: 0.5", prompt_tokens=40, completion_tokens=6)
+
+    run = tmp_path / "run"
+    shutil.copytree(demo_run.root, run)
+    for name in ("labels.jsonl", "labels_summary.json", "family_labels.jsonl", "autointerp_cache.sqlite"):
+        (run / name).unlink(missing_ok=True)
+    secret = "sk-test-do-not-store-0123456789"
+    env = {**ENV, "OPENAI_API_KEY": secret}
+    args = EXE + ["interpret", "--run", str(run), "--max-features", "4", "--no-families", "--quiet",
+                  "--concurrency", "2", "--interpreter-model", "m-interp", "--predictor-model", "m-pred"]
+    with LLMServer(chat=oracle) as srv:
+        out = subprocess.run(args + ["--base-url", srv.url], capture_output=True, text=True, timeout=120, env=env)
+        assert out.returncode == 0, out.stderr[-3000:]
+        first = srv.count()
+        assert {r.model for r in srv.requests} == {"m-interp", "m-pred"}
+        out = subprocess.run(args + ["--base-url", srv.url], capture_output=True, text=True, timeout=120, env=env)
+        assert out.returncode == 0 and srv.count() == first  # finished: zero new requests
+    labels = [json.loads(x) for x in (run / "labels.jsonl").read_text().splitlines()]
+    assert len(labels) == 4 and all(x["label"].startswith("oracle ") and x["backend"] == "openai" for x in labels)
+    assert first == sum(1 + len(x["test_docs"]) for x in labels)  # 1 Interpreter + 1 Predictor per test doc
+    assert all(len(x["test_docs"]) >= 5 and x["predictions"] == [0.5] * len(x["test_docs"]) for x in labels)
+    # --max-features: a seeded sample of 4 distinct features that fire
+    codes = RunDir.open(run).codes(RunDir.open(run).main_sae())
+    idx, val = codes.indices.numpy(), codes.values.numpy()
+    live = set(np.unique(idx[val > 0]).tolist())
+    chosen = [x["feature"] for x in labels]
+    assert len(set(chosen)) == 4 and set(chosen) <= live
+    for p in run.rglob("*"):
+        if p.is_file():
+            assert secret.encode() not in p.read_bytes(), p
