@@ -105,3 +105,17 @@ def test_jsonl_keeps_complete_lines_and_skips_a_torn_tail(tmp_path):
     p.write_text('{"i": 0}\nnot json\n{"i": 2}\n')
     with pytest.raises(ValueError, match="line 2"):
         read_jsonl(p)
+
+
+@pytest.mark.parametrize("n_docs", [100, 300, 3000, 20_000, 272_000])
+def test_default_schedule_fits_the_corpus(n_docs):
+    from fastsae.pipeline import default_schedule
+
+    s = default_schedule(n_docs)
+    train_rows = int(n_docs * 0.95)  # the trainer holds out 5% for evaluation
+    assert 64 <= s["batch_size"] <= min(1024, train_rows) and s["batch_size"] & (s["batch_size"] - 1) == 0
+    steps = s["epochs"] * n_docs / s["batch_size"]
+    assert steps >= 2500 or s["epochs"] == 1.0
+    assert s["lr"] == (1e-4 if n_docs >= 100_000 else 1e-3)
+    with pytest.raises(ValueError, match="empty"):
+        default_schedule(0)

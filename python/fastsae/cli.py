@@ -94,7 +94,9 @@ def _bench_cooc(args: argparse.Namespace) -> int:
 
 
 def _train_kwargs(args: argparse.Namespace) -> dict:
-    kw = dict(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+    kw = dict(epochs=1.0 if args.epochs is None else args.epochs,
+              batch_size=1024 if args.batch_size is None else args.batch_size,
+              lr=1e-4 if args.lr is None else args.lr, seed=args.seed,
               aux_alpha=args.aux_alpha, grad_clip=args.grad_clip, standardize=not args.no_standardize,
               log_every=args.log_every, checkpoint_every=args.checkpoint_every, progress=not args.quiet)
     if args.max_steps:
@@ -255,9 +257,12 @@ def _sweep(args: argparse.Namespace) -> int:
 
 
 def _add_train_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--epochs", type=float, default=1.0, help="passes over the data (default 1)")
-    p.add_argument("--batch-size", type=int, default=1024, help="examples per step (default 1024)")
-    p.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate (default 1e-4)")
+    p.add_argument("--epochs", type=float, default=None,
+                   help="passes over the data (default 1; with --run: about 3000 steps, see default_schedule)")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="examples per step (default 1024; with --run: sized to the corpus)")
+    p.add_argument("--lr", type=float, default=None,
+                   help="Adam learning rate (default 1e-4; with --run: 1e-3 below 100k documents)")
     p.add_argument("--aux-alpha", type=float, default=1 / 32, help="AuxK weight (default 1/32)")
     p.add_argument("--grad-clip", type=float, default=1.0, help="gradient-norm clip (default 1; 0 = off)")
     p.add_argument("--no-standardize", action="store_true", help="do not standardise inputs")

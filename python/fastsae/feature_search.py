@@ -136,7 +136,7 @@ class Searcher:
             raise ValueError("the query must be a non-empty string")
         if top < 1:
             raise ValueError("top must be >= 1")
-        x = torch.as_tensor(np.asarray(self.embedder.embed([query]), dtype=np.float32)).reshape(1, -1)
+        x = torch.as_tensor(np.asarray(self.embedder.embed([query], progress=False), dtype=np.float32)).reshape(1, -1)
         if x.shape[1] != self.sae.d_in:
             raise ValueError(f"the embedder returns d={x.shape[1]}, SAE expects {self.sae.d_in}")
         sae = self.sae
