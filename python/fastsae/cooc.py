@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 from dataclasses import dataclass
 from typing import Any, Union
 
@@ -26,6 +25,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from . import _native
+from .rundir import atomic_write
 from ._arrays import as_indices, as_values, check_codes_shape, check_n_latents, release_pages
 
 Matrix = Union[np.ndarray, sp.csr_matrix]
@@ -82,18 +82,11 @@ class Cooccurrence:
                 counts=c.data,
                 act_sim=self.act_sim.tocsr().data,
             )
-        d = os.path.dirname(os.path.abspath(path))
-        fd, tmp = tempfile.mkstemp(prefix=".cooc-", suffix=".npz", dir=d)
-        try:
-            with os.fdopen(fd, "wb") as f:
+        def write(tmp: str) -> None:
+            with open(tmp, "wb") as f:  # a file object: np.savez(path) would append ".npz"
                 np.savez(f, **arrays)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+
+        atomic_write(path, write)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Cooccurrence":

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from typing import NamedTuple
 
 import torch
@@ -22,6 +21,7 @@ from torch import nn
 
 from . import ops
 from .ops import SparseCode
+from .rundir import atomic_write as _atomic_write  # noqa: F401 (also used by trainer, sweeps)
 
 FORMAT_VERSION = 1
 
@@ -167,14 +167,3 @@ class TopKSAE(nn.Module):
 def _write_text(path: str, text: str) -> None:
     with open(path, "w") as f:
         f.write(text)
-
-
-def _atomic_write(path: str, write) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=os.path.dirname(os.path.abspath(path)))
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
