@@ -112,11 +112,11 @@ def _parse_sizes(text: str):
     specs = []
     for part in text.split(","):
         try:
-            n, k = part.split(":")
-            specs.append(SAESpec(f"sae{int(k)}" if f"sae{int(k)}" not in [s.name for s in specs] else f"sae{int(k)}_{n}",
-                                 int(n), int(k)))
-        except ValueError as e:
-            raise SystemExit(f"fastsae: --sizes wants N:K[,N:K...] (latents:active), got {part!r} ({e})")
+            n, k = (int(x) for x in part.split(":"))
+        except ValueError:
+            raise SystemExit(f"fastsae: --sizes wants N:K[,N:K...] (latents:active), got {part!r}") from None
+        name = f"sae{k}" if f"sae{k}" not in {s.name for s in specs} else f"sae{k}_n{n}"
+        specs.append(SAESpec(name, n, k))
     return specs
 
 

@@ -276,18 +276,17 @@ def step_split(run: RunDir, *, top: int = 3, force: bool = False, quiet: bool = 
     t0 = time.perf_counter()
     main = run.main_sae()
     W = {n: run.load_sae(n).W_dec.detach().float() for n in names}
-    nearest = {}
-    for other in names:
-        if other == main:
-            continue
-        nn = S.decoder_similarity(W[other], W[main], top=min(top, W[other].shape[0]))
-        nearest[other] = {"index": nn.indices.tolist(), "cos": np.round(nn.cosines.astype(float), 4).tolist()}
+    nn_to_main = {other: S.decoder_similarity(W[other], W[main], top=min(top, W[other].shape[0]))
+                  for other in names if other != main}
+    nearest = {other: {"index": nn.indices.tolist(), "cos": np.round(nn.cosines.astype(float), 4).tolist()}
+               for other, nn in nn_to_main.items()}
     summary: dict[str, Any] = {}
     pairs = {}
     for a, b in zip(names[:-1], names[1:]):
-        nn = S.decoder_similarity(W[a], W[b], top=1)
+        # the pair (a, main) was computed above with top >= 1: its first column is the nearest
+        nn = nn_to_main[a] if b == main else S.decoder_similarity(W[a], W[b], top=1)
         c = nn.cosines[:, 0].astype(float)
-        pairs[f"{b}->{a}"] = nn
+        pairs[f"{b}->{a}"] = c
         summary[f"{b}->{a}"] = {"median_nn_cos": float(np.median(c)), "recurrent_fraction(cos>0.95)": float((c > 0.95).mean()),
                                 "novel_fraction(cos<0.7)": float((c < 0.7).mean())}
     run.figures_dir.mkdir(parents=True, exist_ok=True)

@@ -29,7 +29,7 @@ import os
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable
 
 import numpy as np
 
@@ -310,7 +310,3 @@ class RunDir:
 
     def metrics(self) -> list[dict]:
         return read_jsonl(self.metrics_path)
-
-    def iter_steps_done(self) -> Iterator[str]:
-        for m in self.metrics():
-            yield m.get("step", "")
