@@ -433,9 +433,8 @@ def taxonomy_recovery(codes, records: Sequence[dict], families: Sequence[dict], 
         raise ValueError("the corpus has no ground-truth paths")
     N = len(records)
     M = sp.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(N, len(node_ids)))
-    M.data[:] = 1.0  # a node reached through both paths counts once
     M.sum_duplicates()
-    M.data[:] = 1.0
+    M.data[:] = 1.0  # a node reached through both paths counts once
     idx = np.asarray(codes.indices)
     val = np.asarray(codes.values)
     r_, c_ = np.nonzero(val > 0)
