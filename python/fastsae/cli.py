@@ -385,10 +385,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .pipeline import StepFailed
+
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError, TypeError, ImportError) as e:
+    except (ValueError, FileNotFoundError, TypeError, ImportError, StepFailed) as e:
         # user errors (bad input, a missing step, a missing extra): one clear line, exit 2
         if os.environ.get("FASTSAE_DEBUG"):
             raise

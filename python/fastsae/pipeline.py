@@ -21,6 +21,11 @@ import numpy as np
 from .rundir import RunDir, atomic_write_json, atomic_write_text
 
 
+class StepFailed(RuntimeError):
+    """A step stopped before its end (a budget, an endpoint that keeps failing); what it finished
+    is saved and a rerun continues."""
+
+
 def _log(msg: str, quiet: bool = False) -> None:
     if not quiet:
         print(msg, flush=True)
@@ -320,38 +325,29 @@ def step_figures(run: RunDir, *, quiet: bool = False) -> None:
         G.plot_log_density(dens, run.figures_dir / "fig5_log_density.png")
 
 
-def step_interpret(run: RunDir, *, backend: str = "keywords", base_url: str | None = None,
-                   max_features: int | None = None, seed: int = 0, quiet: bool = False, **kw: Any) -> None:
-    """Autointerp labels and scores for the main SAE's live features (and family superfeatures)
-    -> ``labels.jsonl``, ``labels_summary.json``, ``family_labels.jsonl``; resumable."""
-    from .autointerp import interpret_families, interpret_features
+def step_interpret(run: RunDir, *, backend: str = "keywords", base_url: str | None = None, seed: int = 0,
+                   quiet: bool = False, extra_args: Sequence[str] = ()) -> None:
+    """Autointerp labels and scores for the main SAE (and its family superfeatures) ->
+    ``labels.jsonl``, ``labels_summary.json``, ``family_labels.jsonl``; resumable.
 
-    main = run.main_sae()
-    codes = run.codes(main)
-    n = run.load_sae(main).n_latents
-    texts = run.texts()
-    freq = np.bincount(codes.indices.numpy()[codes.values.numpy() > 0].ravel(), minlength=n)
-    feats = np.nonzero(freq > 0)[0]
-    if max_features is not None:
-        feats = feats[np.argsort(-freq[feats], kind="stable")[:max_features]]
-        feats.sort()
-    emb = run.embeddings() if run.embeddings_path.exists() else None
-    t0 = time.perf_counter()
-    common = dict(backend=backend, base_url=base_url, out_dir=str(run.root), seed=seed, **kw)
-    res = interpret_features(texts, codes, n, features=feats.tolist(), embeddings=emb, **common)
-    n_fam = 0
-    if run.families_path.exists():
-        fams = run.families()["families"]
-        if fams:
-            interpret_families(texts, codes, fams, embeddings=emb, **common)
-            n_fam = len(fams)
-    run.update_config("interpret", {"sae": main, "backend": backend, "features": int(len(feats))})
-    scored = [r.pearson for r in res if r.pearson is not None and np.isfinite(r.pearson)]
-    med = float(np.median(scored)) if scored else float("nan")
-    run.log_metric("interpret", seconds=time.perf_counter() - t0, backend=backend, features=len(res),
-                   families=n_fam, median_pearson=med)
-    _log(f"interpret {main}: {len(res)} features ({backend}), median Pearson {med:.2f}; "
-         f"{n_fam} family superfeatures", quiet)
+    The same code path as ``fastsae interpret --run RUN`` (``extra_args`` are that command's
+    options, e.g. ``["--max-cost", "5"]``), so the demo and the command cannot drift apart.
+    """
+    import argparse
+
+    from .autointerp.cli import EXIT_OK, add_parser, run_interpret
+
+    parser = argparse.ArgumentParser(prog="fastsae")
+    add_parser(parser.add_subparsers())
+    argv = ["interpret", "--run", str(run.root), "--backend", backend, "--seed", str(seed), *extra_args]
+    if base_url:
+        argv += ["--base-url", base_url]
+    if quiet:
+        argv.append("--quiet")
+    code = run_interpret(parser.parse_args(argv))
+    if code != EXIT_OK:
+        raise StepFailed(f"autointerp did not finish (exit code {code}, see above); rerun to continue: "
+                           "everything finished so far is kept")
 
 
 def step_report(run: RunDir, *, quiet: bool = False) -> Path:
