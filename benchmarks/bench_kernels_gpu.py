@@ -35,8 +35,9 @@ def main() -> int:
 
     import triton.testing
 
-    from fastsae import ops
     from _common import save_result
+    from fastsae import ops
+    from fastsae.ops import encode_kernels
 
     os.environ["FASTSAE_BACKEND"] = "triton"
     dev, dtype, B = "cuda", torch.bfloat16, args.batch
@@ -70,7 +71,8 @@ def main() -> int:
             return x @ W_enc.t()
 
         variants = {"fastsae": fastsae_fwd, "dense": dense_fwd, "topk+embedding_bag": topk_bag_fwd}
-        rec = {"gpu": gpu, "d": d, "n": n, "k": k, "B": B, "dtype": "bf16",
+        plan = encode_kernels.plan(B, n, d, k, 0, dtype, torch.cuda.get_device_properties(0).multi_processor_count)
+        rec = {"gpu": gpu, "d": d, "n": n, "k": k, "B": B, "dtype": "bf16", "encode_plan": plan._asdict(),
                "encoder_gemm_ms": triton.testing.do_bench(gemm, return_mode="median")}
         for name, fwd in variants.items():
             g = torch.randn(B, d, device=dev, dtype=dtype)

@@ -5,7 +5,8 @@ Both sparse backward passes need ``out[l] = sum_{e : idx_e = l} w_e * R[row_e]``
 ``dW_dec`` with R = the output gradient and w = the code's values). Instead of atomics (whose
 float sums depend on scheduling), the entries are sorted by latent once (a stable sort, so
 within a latent they stay in (example, slot) order) and one program per (latent, d-tile) sums
-its segment in that fixed order: the result is bitwise reproducible. Latents no entry touches
+its segment in that fixed order (``BLOCK_E`` entries per step, each step a fixed reduction
+tree): the result is bitwise reproducible. Latents no entry touches
 get rows of zeros from the same kernel, so no separate zero-fill pass is needed.
 """
 
@@ -20,7 +21,7 @@ import triton.language as tl
 def _segment_rows_kernel(
     out_ptr, sumw_ptr, rows_ptr, w_ptr, order_ptr, offsets_ptr,
     D, K, stride_out, stride_rows,
-    HAS_SUMW: tl.constexpr, BLOCK_D: tl.constexpr,
+    HAS_SUMW: tl.constexpr, BLOCK_E: tl.constexpr, BLOCK_D: tl.constexpr,
 ):
     latent = tl.program_id(0)
     dtile = tl.program_id(1)
@@ -29,18 +30,22 @@ def _segment_rows_kernel(
     start = tl.load(offsets_ptr + latent)
     end = tl.load(offsets_ptr + latent + 1)
     acc = tl.zeros((BLOCK_D,), dtype=tl.float32)
-    sw = tl.zeros((1,), dtype=tl.float32)
-    for e in range(start, end):
-        flat = tl.load(order_ptr + e)
+    sw = tl.zeros((BLOCK_E,), dtype=tl.float32)
+    # BLOCK_E entries per step: a dense latent (on thousands of rows) issues BLOCK_E independent
+    # row loads at a time instead of one dependent step per entry.
+    for e0 in range(start, end, BLOCK_E):
+        re = e0 + tl.arange(0, BLOCK_E)
+        me = re < end
+        flat = tl.load(order_ptr + re, mask=me, other=0)
         row = flat // K
-        w = tl.load(w_ptr + flat).to(tl.float32)
-        r = tl.load(rows_ptr + row * stride_rows + rd, mask=md, other=0.0).to(tl.float32)
-        acc += w * r
+        w = tl.load(w_ptr + flat, mask=me, other=0.0).to(tl.float32)
+        r = tl.load(rows_ptr + row[:, None] * stride_rows + rd[None, :], mask=me[:, None] & md[None, :], other=0.0)
+        acc += tl.sum(w[:, None] * r.to(tl.float32), axis=0)
         sw += w
     tl.store(out_ptr + latent.to(tl.int64) * stride_out + rd, acc.to(out_ptr.dtype.element_ty), mask=md)
     if HAS_SUMW:
         if dtile == 0:
-            tl.store(sumw_ptr + latent + tl.arange(0, 1), sw.to(sumw_ptr.dtype.element_ty))
+            tl.store(sumw_ptr + latent, tl.sum(sw, axis=0).to(sumw_ptr.dtype.element_ty))
 
 
 def segment_order(indices: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -54,6 +59,10 @@ def segment_order(indices: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Te
 
 def block_d(d: int) -> int:
     return min(128, max(16, triton.next_power_of_2(d)))
+
+
+BLOCK_E = 16
+"""Entries summed per step of the segment loop ([BLOCK_E, BLOCK_D] = 16 x 128 loads in flight)."""
 
 
 def segment_rows(indices: torch.Tensor, weights: torch.Tensor, rows: torch.Tensor, n: int, *,
@@ -70,5 +79,5 @@ def segment_rows(indices: torch.Tensor, weights: torch.Tensor, rows: torch.Tenso
     BLOCK_D = block_d(d)
     grid = (n, triton.cdiv(d, BLOCK_D))
     _segment_rows_kernel[grid](out, sums, rows, weights, order, offsets, d, k, out.stride(0), rows.stride(0),
-                               HAS_SUMW=with_sums, BLOCK_D=BLOCK_D)
+                               HAS_SUMW=with_sums, BLOCK_E=BLOCK_E, BLOCK_D=BLOCK_D)
     return (out, sums) if with_sums else out

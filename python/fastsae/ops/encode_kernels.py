@@ -3,16 +3,25 @@
 
 Forward, two stages:
 
-1. ``_tile_topk_kernel``: one program per (row block, latent tile) computes the tile of
-   ``x @ W_enc^T`` (fp32 accumulation; fp32 inputs use IEEE products, not TF32), adds the bias,
-   applies ReLU and keeps each row's top-k *inside the tile*. Each (value, latent) pair is packed
-   into one int64 key -- the value's IEEE bits (monotone for values >= 0) above the complement of
-   the latent id, so ties go to the lower id -- and ``tl.topk`` selects on the keys. It writes
-   ``B x n_tiles x K`` candidate keys (K = k rounded up to a power of two), never ``B x n``.
-   With a dead-latent mask it also keeps the top-k_aux among dead latents, for AuxK, in the
-   same pass (no host synchronisation).
-2. ``_merge_topk_kernel``: one program per row folds the row's candidate lists into a running
-   top-K (``tl.join`` + ``tl.topk`` on 2K keys per tile) and unpacks the first k.
+1. ``_stream_topk_kernel``: the latents are cut into ``n_splits`` contiguous ranges (enough
+   ranges to fill the GPU: about 4 programs per SM). One program per (row block, range) walks
+   its range tile by tile: a ``[BLOCK_B, BLOCK_N]`` tile of ``x @ W_enc^T`` (fp32 accumulation;
+   fp32 inputs use IEEE products, not TF32), bias, ReLU, then the tile's top-K per row
+   (``tl.topk``, K = k rounded up to a power of two) folded into a running top-K held in
+   registers by one bitonic merge (``max(best, flip(tile_top))`` is bitonic and holds the top-K
+   of both lists; ``tl.bitonic_merge`` sorts it in log2(K) compare-exchange rounds, against
+   about log2(2K)^2/2 for a fresh ``tl.topk`` of the 2K keys). Each (value, latent) pair is one
+   integer key, so selection moves a single register per entry: the value's IEEE bits (monotone
+   for values >= 0) above the complement of the latent id, so ties go to the lower id. Keys are
+   int64 (fp32 value, global id) for fp32 inputs and int32 (the value rounded to the input's
+   16-bit dtype, 16-bit id within the range) for bf16/fp16, which halves the registers and the
+   compare-exchange work of the selection; bf16/fp16 codes carry the rounded value anyway, so the
+   selected set is that of top-k over the dtype's own pre-activations. Each program writes its K
+   best as int64 keys: ``B x n_splits x K`` candidates in all, never ``B x n``. With a dead-latent
+   mask the same pass keeps a second running top-k_aux among dead latents, for AuxK, with no host
+   synchronisation.
+2. ``_merge_topk_kernel``: folds each row's ``n_splits`` sorted lists with the same bitonic
+   merge and unpacks the first k.
 
 Backward flows only through the k active entries: ``g = dvalues * (values > 0)``;
 ``dx = sum_j g[b, j] W_enc[idx[b, j]]`` (the decode gather kernel), and ``dW_enc``/``db_enc``
@@ -23,6 +32,7 @@ temporary).
 from __future__ import annotations
 
 import os
+from typing import NamedTuple
 
 import torch
 import triton
@@ -32,130 +42,256 @@ from ._segment import segment_order, segment_rows
 from .decode_kernels import gather_sum
 from .reference import SavedCtx
 
-_LOW = 0xFFFFFFFF
+MAX_RANGE_16BIT = 1 << 16  # latents per range with int32 keys: the id within the range has 16 bits
 
 
 @triton.jit
-def _pack(val, latent):
+def _fold(best, top):
+    # best, top: [R, K] keys sorted largest first -> the top K of both, sorted largest first.
+    return tl.bitonic_merge(tl.maximum(best, tl.flip(top, 1)), descending=True)
+
+
+@triton.jit
+def _bits16(val, VAL_DTYPE: tl.constexpr):
+    # The bits of val (>= 0, fp32) rounded to nearest-even in the 16-bit dtype, as int32 < 0x8000.
+    if VAL_DTYPE == tl.bfloat16:
+        # By hand: the interpreter truncates fp32 -> bf16 casts (rtne or not), the GPU rounds.
+        b = val.to(tl.int32, bitcast=True)
+        bits = (b + 0x7FFF + ((b >> 16) & 1)) >> 16
+    else:
+        bits = val.to(VAL_DTYPE).to(tl.int16, bitcast=True).to(tl.int32)
+    return bits
+
+
+@triton.jit
+def _keys(val, rn, mask, range_start, KEY32: tl.constexpr, VAL_DTYPE: tl.constexpr):
     # val >= 0 (after ReLU; -0.0 never occurs because of the strict > 0 test upstream).
-    bits = val.to(tl.int32, bitcast=True).to(tl.int64)
-    return (bits << 32) | (0xFFFFFFFF - latent.to(tl.int64))
+    if KEY32:
+        key = (_bits16(val, VAL_DTYPE) << 16) | (0xFFFF - (rn - range_start))
+    else:
+        bits = val.to(tl.int32, bitcast=True).to(tl.int64)
+        key = (bits << 32) | (0xFFFFFFFF - rn.to(tl.int64))
+    return tl.where(mask, key, -1)  # -1: below every real key
 
 
 @triton.jit
-def _tile_topk_kernel(
+def _to_global(best, range_start, KEY32: tl.constexpr, VAL_DTYPE: tl.constexpr):
+    # Range keys -> int64 (fp32 value bits, global id) keys; -1 ("no candidate") stays -1.
+    if KEY32:
+        val = (best >> 16).to(tl.int16).to(VAL_DTYPE, bitcast=True).to(tl.float32)
+        latent = range_start + (0xFFFF - (best & 0xFFFF))
+        key = (val.to(tl.int32, bitcast=True).to(tl.int64) << 32) | (0xFFFFFFFF - latent.to(tl.int64))
+        out = tl.where(best >= 0, key, -1)
+    else:
+        out = best
+    return out
+
+
+@triton.jit
+def _stream_topk_kernel(
     x_ptr, w_ptr, b_ptr, dead_ptr, cand_ptr, aux_ptr,
-    B, N, D, n_tiles, stride_x, stride_w,
-    K_POW2: tl.constexpr, KAUX_POW2: tl.constexpr, HAS_AUX: tl.constexpr, IEEE: tl.constexpr,
-    UPCAST: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+    B, N, D, n_tiles, tiles_per_range, n_ranges, stride_x, stride_w,
+    K_POW2: tl.constexpr, KAUX_POW2: tl.constexpr, HAS_AUX: tl.constexpr, KEY32: tl.constexpr,
+    VAL_DTYPE: tl.constexpr, IEEE: tl.constexpr, UPCAST: tl.constexpr,
+    BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
 ):
     pid_b = tl.program_id(0)
-    pid_n = tl.program_id(1)
+    pid_r = tl.program_id(1)
     rb = pid_b * BLOCK_B + tl.arange(0, BLOCK_B)
-    rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     mb = rb < B
-    mn = rn < N
-    acc = tl.zeros((BLOCK_B, BLOCK_N), dtype=tl.float32)
-    for d0 in range(0, D, BLOCK_D):
-        rd = d0 + tl.arange(0, BLOCK_D)
-        md = rd < D
-        xt = tl.load(x_ptr + rb[:, None].to(tl.int64) * stride_x + rd[None, :], mask=mb[:, None] & md[None, :], other=0.0)
-        wt = tl.load(w_ptr + rn[:, None].to(tl.int64) * stride_w + rd[None, :], mask=mn[:, None] & md[None, :], other=0.0)
-        if UPCAST:  # interpreter only: its tl.dot mishandles bf16/fp16 operands
-            xt = xt.to(tl.float32)
-            wt = wt.to(tl.float32)
-        if IEEE:
-            acc = tl.dot(xt, tl.trans(wt), acc, input_precision="ieee")
-        else:
-            acc = tl.dot(xt, tl.trans(wt), acc)
-    bias = tl.load(b_ptr + rn, mask=mn, other=0.0).to(tl.float32)
-    pre = acc.to(tl.float32) + bias[None, :]  # (the interpreter returns bf16 from a bf16 dot)
-    val = tl.where(pre > 0, pre, 0.0)
-    key = _pack(val, rn[None, :])
-    key = tl.where(mn[None, :], key, -1)
-    top = tl.topk(key, K_POW2)  # [BLOCK_B, K_POW2], largest first
+    first = pid_r * tiles_per_range
+    last = tl.minimum(first + tiles_per_range, n_tiles)
+    range_start = first * BLOCK_N
+    key_ty: tl.constexpr = tl.int32 if KEY32 else tl.int64
+    best = tl.full((BLOCK_B, K_POW2), -1, key_ty)
+    abest = tl.full((BLOCK_B, KAUX_POW2), -1, key_ty)
+    for t in range(first, last):
+        rn = t * BLOCK_N + tl.arange(0, BLOCK_N)
+        mn = rn < N
+        acc = tl.zeros((BLOCK_B, BLOCK_N), dtype=tl.float32)
+        for d0 in range(0, D, BLOCK_D):
+            rd = d0 + tl.arange(0, BLOCK_D)
+            md = rd < D
+            xt = tl.load(x_ptr + rb[:, None].to(tl.int64) * stride_x + rd[None, :],
+                         mask=mb[:, None] & md[None, :], other=0.0)
+            wt = tl.load(w_ptr + rn[:, None].to(tl.int64) * stride_w + rd[None, :],
+                         mask=mn[:, None] & md[None, :], other=0.0)
+            if UPCAST:  # interpreter only: its tl.dot mishandles bf16/fp16 operands
+                xt = xt.to(tl.float32)
+                wt = wt.to(tl.float32)
+            if IEEE:
+                acc = tl.dot(xt, tl.trans(wt), acc, input_precision="ieee")
+            else:
+                acc = tl.dot(xt, tl.trans(wt), acc)
+        bias = tl.load(b_ptr + rn, mask=mn, other=0.0).to(tl.float32)
+        pre = acc.to(tl.float32) + bias[None, :]  # (the interpreter returns bf16 from a bf16 dot)
+        val = tl.where(pre > 0, pre, 0.0)
+        key = _keys(val, rn[None, :], mn[None, :], range_start, KEY32, VAL_DTYPE)
+        best = _fold(best, tl.topk(key, K_POW2))
+        if HAS_AUX:
+            dead = tl.load(dead_ptr + rn, mask=mn, other=0)
+            akey = tl.where((dead != 0)[None, :], key, -1)
+            abest = _fold(abest, tl.topk(akey, KAUX_POW2))
     rk = tl.arange(0, K_POW2)
-    out = cand_ptr + (rb[:, None].to(tl.int64) * n_tiles + pid_n) * K_POW2 + rk[None, :]
-    tl.store(out, top, mask=mb[:, None])
+    out = cand_ptr + (rb[:, None].to(tl.int64) * n_ranges + pid_r) * K_POW2 + rk[None, :]
+    tl.store(out, _to_global(best, range_start, KEY32, VAL_DTYPE), mask=mb[:, None])
     if HAS_AUX:
-        dead = tl.load(dead_ptr + rn, mask=mn, other=0)
-        akey = tl.where((dead != 0)[None, :] & mn[None, :], key, -1)
-        atop = tl.topk(akey, KAUX_POW2)
         ra = tl.arange(0, KAUX_POW2)
-        aout = aux_ptr + (rb[:, None].to(tl.int64) * n_tiles + pid_n) * KAUX_POW2 + ra[None, :]
-        tl.store(aout, atop, mask=mb[:, None])
+        aout = aux_ptr + (rb[:, None].to(tl.int64) * n_ranges + pid_r) * KAUX_POW2 + ra[None, :]
+        tl.store(aout, _to_global(abest, range_start, KEY32, VAL_DTYPE), mask=mb[:, None])
 
 
 @triton.jit
-def _merge_topk_kernel(cand_ptr, idx_ptr, val_ptr, n_tiles, k, K_POW2: tl.constexpr):
-    row = tl.program_id(0)
+def _merge_topk_kernel(cand_ptr, idx_ptr, val_ptr, B, n_lists, k, K_POW2: tl.constexpr, ROWS: tl.constexpr):
+    rr = tl.program_id(0) * ROWS + tl.arange(0, ROWS)
+    mr = rr < B
     rk = tl.arange(0, K_POW2)
-    base = cand_ptr + row.to(tl.int64) * n_tiles * K_POW2
-    best = tl.load(base + rk)
-    for t in range(1, n_tiles):
-        nxt = tl.load(base + t * K_POW2 + rk)
-        both = tl.reshape(tl.join(best, nxt), (2 * K_POW2,))
-        best = tl.topk(both, K_POW2)
+    base = cand_ptr + rr[:, None].to(tl.int64) * n_lists * K_POW2 + rk[None, :]
+    best = tl.load(base, mask=mr[:, None], other=-1)
+    for t in range(1, n_lists):
+        best = _fold(best, tl.load(base + t * K_POW2, mask=mr[:, None], other=-1))
     latent = 0xFFFFFFFF - (best & 0xFFFFFFFF)
-    bits = (best >> 32).to(tl.int32)
-    value = bits.to(tl.float32, bitcast=True)
+    value = (best >> 32).to(tl.int32).to(tl.float32, bitcast=True)
     valid = best >= 0  # -1 marks "no candidate" (only when k exceeds the real latents)
     value = tl.where(valid, value, 0.0)
     latent = tl.where(valid, latent, 0)
-    mk = rk < k
-    tl.store(idx_ptr + row * k + rk, latent, mask=mk)
-    tl.store(val_ptr + row * k + rk, value.to(val_ptr.dtype.element_ty), mask=mk)
+    m = mr[:, None] & (rk < k)[None, :]
+    off = rr[:, None].to(tl.int64) * k + rk[None, :]
+    tl.store(idx_ptr + off, latent, mask=m)
+    tl.store(val_ptr + off, value.to(val_ptr.dtype.element_ty), mask=m)
 
 
 def key_width(k: int) -> int:
-    """Keys kept per row and tile: k rounded up to a power of two, at least 2 (tl.topk with
-    k = 1 does not compile for GPUs)."""
+    """Keys kept per row: k rounded up to a power of two, at least 2 (tl.topk with k = 1 does
+    not compile for GPUs)."""
     return max(2, triton.next_power_of_2(k))
 
 
-def _blocks(B: int, n: int, d: int, k_pow2: int) -> tuple[int, int, int]:
-    """Tile sizes: tl.dot needs >= 16 per side; a latent tile must hold the K kept keys."""
-    BLOCK_B = 16 if B <= 16 else 64
-    BLOCK_N = max(64, k_pow2) if n > 64 else max(16, triton.next_power_of_2(max(n, k_pow2)))
-    BLOCK_N = max(BLOCK_N, k_pow2)
-    BLOCK_D = 32 if d <= 32 else 64
-    return BLOCK_B, BLOCK_N, BLOCK_D
+class EncodePlan(NamedTuple):
+    """Everything the launcher decides for one call (the AOT test compiles exactly these)."""
+
+    K_POW2: int
+    """Keys kept per row (k rounded up to a power of two)."""
+    KAUX_POW2: int
+    """Keys kept per row among dead latents (2 when there is no AuxK)."""
+    KEY32: bool
+    """int32 keys (16-bit inputs) rather than int64."""
+    BLOCK_B: int
+    """Rows per program."""
+    BLOCK_N: int
+    """Latents per tile."""
+    BLOCK_D: int
+    """Reduction step of the tile GEMM."""
+    n_tiles: int
+    """Latent tiles in all: ``cdiv(n, BLOCK_N)``."""
+    tiles_per_range: int
+    """Tiles walked by one program."""
+    n_ranges: int
+    """Latent ranges (programs per row block): candidates per row are ``n_ranges * K_POW2``."""
+    num_warps: int
+    """Warps per program of the streaming kernel."""
+    num_stages: int
+    """Software-pipelining depth of the tile GEMM's reduction loop."""
 
 
-def topk_candidates(x, W_enc, b_enc, k, dead=None, k_aux=0):
+def _sm_count(device: torch.device) -> int:
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).multi_processor_count
+    return 4  # interpreter: a few ranges, so the tests exercise the range merge
+
+
+def plan(B: int, n: int, d: int, k: int, k_aux: int, dtype: torch.dtype, sm_count: int, *,
+         block_b: int | None = None, block_n: int | None = None, n_ranges: int | None = None) -> EncodePlan:
+    """The launch configuration for ``x [B, d]``, ``W_enc [n, d]``, top-k (and top-k_aux).
+
+    Tiles: tl.dot needs >= 16 per side and a tile must hold the K kept keys. The tile sizes are
+    set by the registers the running top-k lists need, T = K + K_aux kept keys per row (Triton's
+    own ptxas run for sm_90a and sm_80, 8 warps; 4 warps spilled 64-2248 bytes, 16 warps spilled
+    on sm_80): T <= 64: 64 x 64; T <= 96: 32 x 64 (64 x 64 spilled 36 bytes on sm_80);
+    T <= 192: 16 x 128 (32 x 128 spilled 16-516 bytes); BLOCK_D = 64, but 32 for fp32, whose
+    IEEE dot keeps its operand tiles in registers (BLOCK_D = 64 spilled 16-176 bytes). With these
+    no bf16/fp16 plan spills on sm_90; fp32 and sm_80 plans spill at most a few dozen bytes (ptxas
+    allocation is irregular there: 0-96 bytes); the AOT test checks both (0, and <= 128).
+    Beyond T = 192 (e.g. k = 128 with k_aux = 256, or the paper's k_aux = 512) every tried tile
+    spilled 0.9-11 KB, and :func:`fused` sends those to the GEMM + torch.topk path instead.
+    ``block_b``, ``block_n`` and ``n_ranges`` override the choice (tests).
+    """
+    K_POW2 = key_width(k)
+    KAUX_POW2 = key_width(k_aux) if k_aux > 0 else 2
+    kmax = max(K_POW2, KAUX_POW2)
+    kept = K_POW2 + (KAUX_POW2 if k_aux > 0 else 0)
+    BLOCK_B = block_b or (16 if B <= 16 or kept > 96 else 32 if kept > 64 else 64)
+    BLOCK_N = block_n or (max(64, kmax) if n > 64 else max(16, triton.next_power_of_2(max(n, kmax))))
+    if BLOCK_N < kmax:
+        raise ValueError(f"BLOCK_N={BLOCK_N} must hold the {kmax} kept keys")
+    BLOCK_D = 32 if d <= 32 or dtype == torch.float32 else 64  # fp32's IEEE dot holds its operands in registers
+    n_tiles = triton.cdiv(n, BLOCK_N)
+    row_blocks = triton.cdiv(B, BLOCK_B)
+    key32 = dtype != torch.float32
+    if n_ranges is None:
+        n_ranges = max(1, min(n_tiles, triton.cdiv(4 * sm_count, row_blocks)))
+        if key32:  # the id within a range has 16 bits
+            n_ranges = max(n_ranges, triton.cdiv(n, MAX_RANGE_16BIT))
+    tiles_per_range = triton.cdiv(n_tiles, n_ranges)
+    n_ranges = triton.cdiv(n_tiles, tiles_per_range)  # no empty range
+    assert not key32 or tiles_per_range * BLOCK_N <= MAX_RANGE_16BIT, "a range holds at most 65536 latents"
+    return EncodePlan(K_POW2, KAUX_POW2, key32, BLOCK_B, BLOCK_N, BLOCK_D, n_tiles, tiles_per_range, n_ranges,
+                      num_warps=8, num_stages=3)
+
+
+MAX_FUSED_KEYS = 192
+"""Most kept keys per row (k and k_aux, each rounded up to a power of two) the fused encode takes."""
+
+
+def fused(k: int, k_aux: int = 0) -> bool:
+    """Whether the fused kernel takes top-k (and top-k_aux): at most :data:`MAX_FUSED_KEYS` kept
+    keys per row (so k <= 128 alone, k <= 64 with k_aux <= 128)."""
+    return key_width(k) + (key_width(k_aux) if k_aux > 0 else 0) <= MAX_FUSED_KEYS
+
+
+_TL = {torch.float32: tl.float32, torch.bfloat16: tl.bfloat16, torch.float16: tl.float16}
+
+
+def topk_candidates(x, W_enc, b_enc, k, dead=None, k_aux=0, **overrides):
     """Launch both stages. Returns (indices [B, k] int64, values [B, k]) and, with a dead mask,
-    (aux_indices [B, k_aux], aux_values [B, k_aux]) among the dead latents."""
+    (aux_indices [B, k_aux], aux_values [B, k_aux]) among the dead latents. ``overrides`` go to
+    :func:`plan` (tests)."""
     assert x.dim() == 2 and W_enc.dim() == 2 and x.shape[1] == W_enc.shape[1], "x [B, d], W_enc [n, d]"
     assert b_enc.shape == (W_enc.shape[0],), "b_enc [n]"
-    assert x.dtype == W_enc.dtype == b_enc.dtype and x.dtype in (torch.float32, torch.bfloat16, torch.float16), \
+    assert x.dtype == W_enc.dtype == b_enc.dtype and x.dtype in _TL, \
         "x, W_enc, b_enc: one dtype among float32, bfloat16, float16"
     assert x.stride(1) == 1 and W_enc.stride(1) == 1, "rows of x and W_enc must be contiguous"
     B, d = x.shape
     n = W_enc.shape[0]
     assert 1 <= k <= n, "1 <= k <= n"
-    K_POW2 = key_width(k)
     has_aux = dead is not None and k_aux > 0
-    KAUX_POW2 = key_width(k_aux) if has_aux else 2
-    BLOCK_B, BLOCK_N, BLOCK_D = _blocks(B, n, d, max(K_POW2, KAUX_POW2))
-    n_tiles = triton.cdiv(n, BLOCK_N)
     dev = x.device
-    cand = torch.empty(B, n_tiles, K_POW2, dtype=torch.int64, device=dev)
-    aux = torch.empty(B, n_tiles, KAUX_POW2, dtype=torch.int64, device=dev) if has_aux else cand
-    dead_t = dead.to(torch.int8).contiguous() if has_aux else cand
-    grid = (triton.cdiv(B, BLOCK_B), n_tiles)
+    p = plan(B, n, d, k, k_aux if has_aux else 0, x.dtype, _sm_count(dev), **overrides)
+    cand = torch.empty(B, p.n_ranges, p.K_POW2, dtype=torch.int64, device=dev)
+    aux = torch.empty(B, p.n_ranges, p.KAUX_POW2, dtype=torch.int64, device=dev) if has_aux else cand
+    dead_t = dead.to(device=dev, dtype=torch.int8).contiguous() if has_aux else cand
     interp = os.environ.get("TRITON_INTERPRET") == "1"
-    _tile_topk_kernel[grid](x, W_enc, b_enc, dead_t, cand, aux, B, n, d, n_tiles, x.stride(0), W_enc.stride(0),
-                            K_POW2=K_POW2, KAUX_POW2=KAUX_POW2, HAS_AUX=has_aux, IEEE=x.dtype == torch.float32 or interp,
-                            UPCAST=interp and x.dtype != torch.float32, BLOCK_B=BLOCK_B, BLOCK_N=BLOCK_N, BLOCK_D=BLOCK_D)
-    indices = torch.empty(B, k, dtype=torch.int64, device=dev)
-    values = torch.empty(B, k, dtype=x.dtype, device=dev)
-    _merge_topk_kernel[(B,)](cand, indices, values, n_tiles, k, K_POW2=K_POW2)
-    if not has_aux:
-        return indices, values
-    aux_idx = torch.empty(B, k_aux, dtype=torch.int64, device=dev)
-    aux_val = torch.empty(B, k_aux, dtype=x.dtype, device=dev)
-    _merge_topk_kernel[(B,)](aux, aux_idx, aux_val, n_tiles, k_aux, K_POW2=KAUX_POW2)
-    return (indices, values), (aux_idx, aux_val)
+    if B > 0:
+        _stream_topk_kernel[(triton.cdiv(B, p.BLOCK_B), p.n_ranges)](
+            x, W_enc, b_enc, dead_t, cand, aux, B, n, d, p.n_tiles, p.tiles_per_range, p.n_ranges,
+            x.stride(0), W_enc.stride(0), K_POW2=p.K_POW2, KAUX_POW2=p.KAUX_POW2, HAS_AUX=has_aux,
+            KEY32=p.KEY32, VAL_DTYPE=_TL[x.dtype], IEEE=x.dtype == torch.float32 or interp,
+            UPCAST=interp and x.dtype != torch.float32, BLOCK_B=p.BLOCK_B, BLOCK_N=p.BLOCK_N, BLOCK_D=p.BLOCK_D,
+            num_warps=p.num_warps, num_stages=p.num_stages)
+    out = []
+    for buf, kk, width in [(cand, k, p.K_POW2)] + ([(aux, k_aux, p.KAUX_POW2)] if has_aux else []):
+        idx = torch.empty(B, kk, dtype=torch.int64, device=dev)
+        val = torch.empty(B, kk, dtype=x.dtype, device=dev)
+        if B > 0:
+            rows = merge_rows(width)
+            _merge_topk_kernel[(triton.cdiv(B, rows),)](buf, idx, val, B, p.n_ranges, kk, K_POW2=width, ROWS=rows)
+        out.append((idx, val))
+    return out[0] if not has_aux else (out[0], out[1])
+
+
+def merge_rows(width: int) -> int:
+    """Rows per merge program: about 1024 keys in flight."""
+    return max(1, 1024 // width)
 
 
 class TopKEncode(torch.autograd.Function):

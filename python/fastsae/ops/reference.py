@@ -147,9 +147,15 @@ def topk_encode_aux(x, W_enc, b_enc, k: int, dead: torch.Tensor, k_aux: int):
     return TopKEncodeAux.apply(x, W_enc, b_enc, k, dead, k_aux)
 
 
-def dense_topk_sae_reference(x, W_enc, b_enc, W_dec, b_dec, k):
-    """Dense formulation (tests and benchmark baseline): [B, n] codes, dense decode."""
+def dense_topk_sae_reference(x, W_enc, b_enc, W_dec, b_dec, k, indices=None):
+    """Dense formulation (tests and benchmark baseline): [B, n] codes, dense decode. With
+    ``indices`` ([B, k]) those latents are the code instead of the top-k (to score a selection
+    that is a valid top-k up to ties)."""
     pre = torch.relu(x @ W_enc.t() + b_enc)
-    top, idx = pre.topk(k, dim=1)
+    if indices is None:
+        top, idx = pre.topk(k, dim=1)
+    else:
+        idx = indices
+        top = pre.gather(1, idx)
     h = torch.zeros_like(pre).scatter(1, idx, top)
     return h @ W_dec + b_dec, idx, top
