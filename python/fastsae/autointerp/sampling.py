@@ -179,25 +179,7 @@ class Sampler:
             return [int(r) for r in self._usable_rows(unit.sources[0])[:n]]
         # Round-robin over the sources (in a seeded order), each giving its strongest unused document.
         order = self._rng(unit, 0).permutation(len(unit.sources))
-        lists = [self._usable_rows(unit.sources[i]) for i in order]
-        pos = [0] * len(lists)
-        out: list[int] = []
-        seen: set[int] = set()
-        while len(out) < n:
-            progressed = False
-            for j, rows in enumerate(lists):
-                while pos[j] < len(rows) and int(rows[pos[j]]) in seen:
-                    pos[j] += 1
-                if pos[j] < len(rows):
-                    r = int(rows[pos[j]])
-                    out.append(r)
-                    seen.add(r)
-                    progressed = True
-                    if len(out) == n:
-                        break
-            if not progressed:
-                break
-        return out
+        return _round_robin([self._usable_rows(unit.sources[i]) for i in order], n, set())
 
     def _test_positives(self, unit: Unit, exclude: set[int]) -> list[int]:
         n = self.cfg.n_test_positive
@@ -214,24 +196,9 @@ class Sampler:
         for i in order:
             rows = self._usable_rows(unit.sources[i])
             rows = rows[~np.isin(rows, excl)]
-            pools.append(rows[rng.permutation(len(rows))].tolist()[::-1])  # reversed: pop() from the end
-        out: list[int] = []
-        seen = set(exclude)
-        while len(out) < n:
-            progressed = False
-            for p in pools:
-                while p and int(p[-1]) in seen:
-                    p.pop()
-                if p:
-                    r = int(p.pop())
-                    out.append(r)
-                    seen.add(r)
-                    progressed = True
-                    if len(out) == n:
-                        break
-            if not progressed:
-                return []
-        return out
+            pools.append(rows[rng.permutation(len(rows))])
+        out = _round_robin(pools, n, set(exclude))
+        return out if len(out) == n else []
 
     # -- non-activating documents --------------------------------------------------------------
     def _random_negatives(self, rng: np.random.Generator, active: np.ndarray, n: int, exclude: set[int]) -> list[int]:
@@ -374,3 +341,27 @@ class Sampler:
         return Selection(top=top, top_activations=acts, negatives=negatives,
                          test_docs=positives + test_neg,
                          truth=[1] * len(positives) + [-1] * len(test_neg), n_active=n_active)
+
+
+def _round_robin(lists: list[np.ndarray], n: int, seen: set[int]) -> list[int]:
+    """Up to ``n`` distinct rows, taking in turn from each list its first row not yet taken (nor
+    in ``seen``); fewer when the lists run out."""
+    pos = [0] * len(lists)
+    out: list[int] = []
+    seen = set(seen)
+    while len(out) < n:
+        progressed = False
+        for j, rows in enumerate(lists):
+            while pos[j] < len(rows) and int(rows[pos[j]]) in seen:
+                pos[j] += 1
+            if pos[j] < len(rows):
+                r = int(rows[pos[j]])
+                pos[j] += 1
+                out.append(r)
+                seen.add(r)
+                progressed = True
+                if len(out) == n:
+                    break
+        if not progressed:
+            break
+    return out
