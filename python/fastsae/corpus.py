@@ -697,6 +697,27 @@ def _codes_arrays(codes: Any) -> tuple[np.ndarray, np.ndarray]:
     return idx.astype(np.int64, copy=False), val.astype(np.float64, copy=False)
 
 
+def firing_matrix(idx: np.ndarray, val: np.ndarray, n_latents: int) -> sp.csr_matrix:
+    """``[N, n_latents]`` 0/1 matrix: latent j fires on document i (some slot of row i holds j
+    with a value > 0; a latent repeated within a row fires once)."""
+    rows, slots = np.nonzero(val > 0)
+    A = sp.csr_matrix((np.ones(rows.size, dtype=np.int64), (rows, idx[rows, slots])), shape=(idx.shape[0], n_latents))
+    A.data[:] = 1
+    return A
+
+
+def membership_f1(M: sp.spmatrix, A: sp.spmatrix) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """F1 of every (node, latent) pair from 0/1 document matrices ``M`` ``[N, nodes]`` and ``A``
+    ``[N, latents]``: ``(f1, inter, node_docs, lat_docs)``, with ``f1[v, j] = 2 |docs(v) & fires(j)|
+    / (|docs(v)| + |fires(j)|)`` (one sparse product; 0 where both are empty)."""
+    node_docs = np.asarray(M.sum(axis=0)).ravel()
+    lat_docs = np.asarray(A.sum(axis=0)).ravel()
+    inter = (M.T.tocsr() @ A).toarray() if A.shape[1] else np.zeros((M.shape[1], 0), dtype=np.int64)
+    denom = node_docs[:, None] + lat_docs[None, :]
+    f1 = np.divide(2.0 * inter, denom, out=np.zeros(inter.shape), where=denom > 0)
+    return f1, inter, node_docs, lat_docs
+
+
 def topic_feature_recovery(
     codes: Any,
     paths: Any,
@@ -747,19 +768,12 @@ def topic_feature_recovery(
         n_latents = _check_int(n_latents, "n_latents", 1)
         if top > n_latents:
             raise ValueError(f"codes hold latent id {top - 1} but n_latents={n_latents}")
-    rows = np.nonzero(active)[0]
-    A = sp.csr_matrix((np.ones(len(rows), dtype=np.int64), (rows, idx[active])), shape=(len(prim), n_latents))
-    A.data[:] = 1  # a latent repeated within a row (padding conventions) fires once
-    lat_docs = np.asarray(A.sum(axis=0)).ravel()
+    A = firing_matrix(idx, val, n_latents)
 
     matches: list[NodeMatch] = []
     share, mean = {}, {}
     for lv in levels:
-        M = _membership(prim, sec, tax, lv)
-        node_docs = np.asarray(M.sum(axis=0)).ravel()
-        inter = (M.T.tocsr() @ A).toarray() if n_latents else np.zeros((M.shape[1], 0), dtype=np.int64)
-        denom = node_docs[:, None] + lat_docs[None, :]
-        f1 = np.divide(2.0 * inter, denom, out=np.zeros(inter.shape), where=denom > 0)
+        f1, inter, node_docs, lat_docs = membership_f1(_membership(prim, sec, tax, lv), A)
         f1s = []
         for node in tax.nodes(lv):
             v = node.index

@@ -415,6 +415,8 @@ def taxonomy_recovery(codes, records: Sequence[dict], families: Sequence[dict], 
     """
     import scipy.sparse as sp
 
+    from .corpus import firing_matrix, membership_f1
+
     node_ids: dict[tuple, int] = {}
     rows, cols = [], []
     for i, r in enumerate(records):
@@ -431,15 +433,7 @@ def taxonomy_recovery(codes, records: Sequence[dict], families: Sequence[dict], 
     M = sp.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(N, len(node_ids)))
     M.sum_duplicates()
     M.data[:] = 1.0  # a node reached through both paths counts once
-    idx = np.asarray(codes.indices)
-    val = np.asarray(codes.values)
-    r_, c_ = np.nonzero(val > 0)
-    A = sp.csr_matrix((np.ones(r_.size), (r_, idx[r_, c_])), shape=(N, n_latents))
-    A.sum_duplicates()
-    A.data[:] = 1.0
-    inter = (A.T @ M).toarray()
-    denom = np.asarray(A.sum(0)).ravel()[:, None] + np.asarray(M.sum(0)).ravel()[None, :]
-    f1 = np.divide(2 * inter, denom, out=np.zeros_like(inter), where=denom > 0)
+    f1 = membership_f1(M, firing_matrix(np.asarray(codes.indices), np.asarray(codes.values), n_latents))[0].T
     keys = list(node_ids)
     best_f1 = f1.max(axis=0)
     levels: dict[int, list[float]] = {}
