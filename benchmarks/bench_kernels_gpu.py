@@ -23,6 +23,24 @@ import torch
 import torch.nn.functional as F
 
 
+@torch.no_grad()
+def check_against_torch(x, W_enc, b_enc, W_dec, b_dec, k: int) -> None:
+    """fastsae's encode + decode against torch on the benchmark's own inputs: the selected values
+    equal ``torch.topk``'s up to two bf16 ulps (accumulation orders differ, and ties may pick
+    other ids), and the decode equals ``embedding_bag`` on the same code."""
+    from fastsae import ops
+
+    code = ops.topk_encode(x, W_enc, b_enc, k)
+    top_ref = torch.relu(x.float() @ W_enc.float().t() + b_enc.float()).topk(k, dim=1).values
+    ulp = 2.0**-7 * top_ref.abs().clamp_min(1e-3)
+    bad = (code.values.float() - top_ref).abs() > 2 * ulp
+    assert not bad.any(), f"encode values differ from torch.topk in {int(bad.sum())} places"
+    y = ops.sparse_decode(code.indices, code.values, W_dec, b_dec).float()
+    y_ref = F.embedding_bag(code.indices, W_dec.float(), per_sample_weights=code.values.float(), mode="sum") + b_dec.float()
+    err = ((y - y_ref).abs().max() / y_ref.abs().max().clamp_min(1e-6)).item()
+    assert err < 2e-2, f"decode differs from embedding_bag: relative error {err:.3g}"
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="one configuration only")
@@ -69,6 +87,8 @@ def main() -> int:
 
         def gemm():
             return x @ W_enc.t()
+
+        check_against_torch(x, W_enc, b_enc, W_dec, b_dec, k)  # a fast wrong kernel must not reach the table
 
         variants = {"fastsae": fastsae_fwd, "dense": dense_fwd, "topk+embedding_bag": topk_bag_fwd}
         plan = encode_kernels.plan(B, n, d, k, 0, dtype, torch.cuda.get_device_properties(0).multi_processor_count)
