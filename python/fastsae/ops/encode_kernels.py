@@ -3,7 +3,7 @@
 
 Forward, two stages:
 
-1. ``_stream_topk_kernel``: the latents are cut into ``n_splits`` contiguous ranges (enough
+1. ``_stream_topk_kernel``: the latents are cut into ``n_ranges`` contiguous ranges (enough
    ranges to fill the GPU: about 4 programs per SM). One program per (row block, range) walks
    its range tile by tile: a ``[BLOCK_B, BLOCK_N]`` tile of ``x @ W_enc^T`` (fp32 accumulation;
    fp32 inputs use IEEE products, not TF32), bias, ReLU, then the tile's top-K per row
@@ -17,10 +17,10 @@ Forward, two stages:
    16-bit dtype, 16-bit id within the range) for bf16/fp16, which halves the registers and the
    compare-exchange work of the selection; bf16/fp16 codes carry the rounded value anyway, so the
    selected set is that of top-k over the dtype's own pre-activations. Each program writes its K
-   best as int64 keys: ``B x n_splits x K`` candidates in all, never ``B x n``. With a dead-latent
+   best as int64 keys: ``B x n_ranges x K`` candidates in all, never ``B x n``. With a dead-latent
    mask the same pass keeps a second running top-k_aux among dead latents, for AuxK, with no host
    synchronisation.
-2. ``_merge_topk_kernel``: folds each row's ``n_splits`` sorted lists with the same bitonic
+2. ``_merge_topk_kernel``: folds each row's ``n_ranges`` sorted lists with the same bitonic
    merge and unpacks the first k.
 
 Backward flows only through the k active entries: ``g = dvalues * (values > 0)``;
@@ -31,6 +31,7 @@ temporary).
 
 from __future__ import annotations
 
+import functools
 import os
 from typing import NamedTuple
 
@@ -194,6 +195,7 @@ class EncodePlan(NamedTuple):
     """Software-pipelining depth of the tile GEMM's reduction loop."""
 
 
+@functools.lru_cache(maxsize=None)
 def _sm_count(device: torch.device) -> int:
     if device.type == "cuda":
         return torch.cuda.get_device_properties(device).multi_processor_count
