@@ -1,7 +1,9 @@
 """GPU benchmark of the fused Triton ops (skips cleanly without a CUDA GPU).
 
 For d in {1536, 4096}, n in {9216, 65536, 131072}, k in {32, 64, 128}, bf16, B = 4096:
-forward, backward, forward+backward and the full training step (Adam) of
+forward, backward, forward+backward and the full training step (the recipe's update: decoder
+gradient projection, fused into fastsae's decode backward and a dense pass for the baselines,
+gradient clipping, Adam, decoder renormalisation) of
 
 * fastsae (Triton top-k encode + sparse decode),
 * (a) a dense torch top-k SAE (dense [B, n] codes, dense decode),
@@ -71,9 +73,9 @@ def main() -> int:
         b_dec = torch.zeros(d, device=dev, dtype=dtype, requires_grad=True)
         params = [W_enc, b_enc, W_dec, b_dec]
 
-        def fastsae_fwd():
+        def fastsae_fwd(project_grad=False):
             code = ops.topk_encode(x, W_enc, b_enc, k)
-            return ops.sparse_decode(code.indices, code.values, W_dec, b_dec)
+            return ops.sparse_decode(code.indices, code.values, W_dec, b_dec, project_grad=project_grad)
 
         def dense_fwd():
             pre = torch.relu(x @ W_enc.t() + b_enc)
@@ -103,9 +105,23 @@ def main() -> int:
                     p.grad = None
                 fwd().backward(g)
 
-            def step(fwd_bwd=fwd_bwd, opt=opt):
-                fwd_bwd()
+            fused = name == "fastsae"  # its decode backward projects dW_dec on the touched rows
+
+            @torch.no_grad()
+            def update(opt=opt, fused=fused):
+                # The recipe's update (fastsae.trainer.optimizer_step): project the decoder
+                # gradient (a dense pass unless the decode fused it), clip, Adam, renormalise.
+                if not fused:
+                    W_dec.grad.addcmul_(torch.linalg.vecdot(W_dec.grad, W_dec).unsqueeze(1), W_dec, value=-1)
+                torch.nn.utils.clip_grad_norm_(params, 1.0)
                 opt.step()
+                W_dec.div_(W_dec.norm(dim=1, keepdim=True))
+
+            def step(fwd=fwd, g=g, fused=fused, update=update):
+                for p in params:
+                    p.grad = None
+                (fwd(project_grad=True) if fused else fwd()).backward(g)
+                update()
 
             out = fwd()
             torch.cuda.synchronize()

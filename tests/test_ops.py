@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import numpy as np
 import torch
 
 from fastsae import ops
@@ -72,6 +73,25 @@ def test_gradient_of_values_directly():
     g = torch.randn(B, d, dtype=torch.float64)
     for a, b in zip(torch.autograd.grad(y, (vals, Wd), g), torch.autograd.grad(y_ref, (vals, Wd), g)):
         torch.testing.assert_close(a, b)
+
+
+def test_decode_gradient_projection_on_the_torch_path():
+    """project_grad=True: each W_dec row's gradient minus its component along the row (numpy,
+    row by row), the other gradients as without it."""
+    B, d, n, k = 5, 9, 14, 3
+    g0 = torch.Generator().manual_seed(4)
+    idx = torch.randint(0, n, (B, k), generator=g0)
+    vals = torch.rand(B, k, dtype=torch.float64, generator=g0, requires_grad=True)
+    Wd = (torch.randn(n, d, dtype=torch.float64, generator=g0) * 2).requires_grad_()
+    g = torch.randn(B, d, dtype=torch.float64, generator=g0)
+    plain = torch.autograd.grad(ops.sparse_decode(idx, vals, Wd), (vals, Wd), g)
+    proj = torch.autograd.grad(ops.sparse_decode(idx, vals, Wd, project_grad=True), (vals, Wd), g)
+    torch.testing.assert_close(proj[0], plain[0])
+    G, W = plain[1].numpy(), Wd.detach().numpy()
+    expected = np.stack([G[l] - (G[l] @ W[l]) / (W[l] @ W[l]) * W[l] for l in range(n)])
+    np.testing.assert_allclose(proj[1].numpy(), expected, rtol=1e-12, atol=1e-12)
+    assert np.abs((proj[1].numpy() * W).sum(1)).max() < 1e-12
+    assert not np.allclose(expected, G)  # the projection did something
 
 
 def test_relu_zeroes_and_blocks_gradient_when_fewer_than_k_positive():

@@ -211,6 +211,51 @@ def test_decode_gradient_of_values(dtype, tol):
         assert (a.double().cpu() - b).abs().max().item() <= tol * max(b.abs().max().item(), 1.0) * 10
 
 
+PROJ_SHAPES = {  # d > 128 walks several d tiles per row; n > B*k leaves rows untouched
+    "B6_d40_n90_k9": (6, 40, 90, 9),
+    "B5_d200_n31_k4": (5, 200, 31, 4),
+    "B40_d24_n20_k3_dense": (40, 24, 20, 3),
+}
+
+
+@pytest.mark.parametrize("shape", PROJ_SHAPES.values(), ids=PROJ_SHAPES.keys())
+@pytest.mark.parametrize("dtype, tol", DTYPES.values(), ids=DTYPES.keys())
+def test_decode_with_fused_gradient_projection(shape, dtype, tol):
+    """project_grad=True: dW_dec[l] = g_l - <g_l, w_l>/|w_l|^2 w_l for the touched rows (zeros
+    elsewhere), against the dense float64 gradient projected by hand; rows of any norm (one of
+    them zero), and the other gradients unchanged."""
+    B, d, n, k = shape
+    g0 = torch.Generator().manual_seed(11)
+    idx = torch.stack([torch.randperm(n, generator=g0)[:k] for _ in range(B)])
+    vals = torch.rand(B, k, generator=g0, dtype=torch.float64)
+    W = torch.randn(n, d, generator=g0, dtype=torch.float64) * torch.rand(n, 1, generator=g0, dtype=torch.float64) * 3
+    W[idx[0, 0]] = 0  # a touched row of zeros: nothing to project out
+    bias = torch.randn(d, generator=g0, dtype=torch.float64)
+    v_ours, W_ours, b_ours = (to(t, dtype).requires_grad_() for t in (vals, W, bias))
+    v_ref, W_ref, b_ref = (t.to(dtype).double().requires_grad_() for t in (vals, W, bias))
+    y = ops.sparse_decode(idx.to(DEVICE), v_ours, W_ours, b_ours, project_grad=True)
+    y_ref = torch.zeros(B, n, dtype=torch.float64).scatter(1, idx, v_ref) @ W_ref + b_ref
+    g = torch.randn(B, d, dtype=torch.float64, generator=g0)
+    dv, dW, db = torch.autograd.grad(y, (v_ours, W_ours, b_ours), to(g, dtype))
+    dv_r, dW_r, db_r = torch.autograd.grad(y_ref, (v_ref, W_ref, b_ref), g)
+    w = W_ref.detach()
+    sq = (w * w).sum(1, keepdim=True)
+    proj = dW_r - torch.where(sq > 0, (dW_r * w).sum(1, keepdim=True) / sq.clamp_min(1e-300), 0) * w
+    scale = max(proj.abs().max().item(), 1.0)
+    assert (dW.double().cpu() - proj).abs().max().item() <= tol * scale * 10
+    touched = torch.zeros(n, dtype=torch.bool)
+    touched[idx.reshape(-1)] = True
+    assert torch.all(dW.cpu()[~touched] == 0)
+    nz = touched & (sq.squeeze(1) > 0)
+    # orthogonal to its row, to the dtype's resolution (the point of the projection)
+    cos = (dW.double().cpu()[nz] * w[nz]).sum(1) / (dW.double().cpu()[nz].norm(dim=1) * w[nz].norm(dim=1)).clamp_min(1e-30)
+    assert cos.abs().max().item() <= (1e-5 if dtype == torch.float32 else 3e-2)
+    for a, b in ((dv, dv_r), (db, db_r)):
+        assert (a.double().cpu() - b).abs().max().item() <= tol * max(b.abs().max().item(), 1.0) * 10
+    y2 = ops.sparse_decode(idx.to(DEVICE), v_ours, W_ours, b_ours, project_grad=True)
+    assert torch.equal(torch.autograd.grad(y2, W_ours, to(g, dtype))[0], dW)  # deterministic
+
+
 def test_aux_topk_among_dead_latents_in_the_same_pass():
     B, d, n, k, k_aux = 6, 32, 80, 4, 8
     x, We, be, _, _ = separated_inputs(B, d, n, k, seed=21)
@@ -359,6 +404,11 @@ AOT = textwrap.dedent(
                                 "order_ptr": "*i64", "offsets_ptr": "*i64", "D": "i32", "K": "i32",
                                 "stride_out": "i32", "stride_rows": "i32"},
                                {"HAS_SUMW": sums, "BLOCK_E": _segment.BLOCK_E, "BLOCK_D": BD})
+            compile_kernel(_segment._segment_rows_projected_kernel,
+                           {"out_ptr": f"*{t}", "rows_ptr": f"*{t}", "w_ptr": f"*{t}", "order_ptr": "*i64",
+                            "offsets_ptr": "*i64", "proj_ptr": f"*{t}", "D": "i32", "K": "i32", "stride_out": "i32",
+                            "stride_rows": "i32", "stride_proj": "i32"},
+                           {"BLOCK_E": _segment.BLOCK_E, "BLOCK_D": BD})
     """
 )
 
@@ -382,7 +432,7 @@ def test_aot_compile_every_kernel_for_sm80_and_sm90(tmp_path):
         records = [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
         kernels = {r["kernel"] for r in records}
         assert kernels == {"_stream_topk_kernel", "_merge_topk_kernel", "_gather_sum_kernel", "_gather_dot_kernel",
-                           "_segment_rows_kernel"}, kernels
+                           "_segment_rows_kernel", "_segment_rows_projected_kernel"}, kernels
         assert sum(r["kernel"] == "_stream_topk_kernel" for r in records) >= 15, stdout
         # The 16-bit kernels (the fast path) may not spill on sm_90, the H100/H200 they are tuned
         # for; fp32 (wider keys, an IEEE dot whose operands sit in registers) and sm_80 (other mma

@@ -26,7 +26,7 @@ import torch
 
 from . import ops
 from .data import ArraySource
-from .model import SAEOutput, TopKSAE, _atomic_write, _write_text
+from .model import TopKSAE, _atomic_write, _write_text
 from .ops import SparseCode
 
 
@@ -132,12 +132,14 @@ def make_optimizer(sae: TopKSAE, cfg: TrainConfig) -> torch.optim.Optimizer:
 
 
 @torch.no_grad()
-def optimizer_step(sae: TopKSAE, opt: torch.optim.Optimizer, grad_clip: float) -> None:
+def optimizer_step(sae: TopKSAE, opt: torch.optim.Optimizer, grad_clip: float, *,
+                   project_decoder_grad: bool = True) -> None:
     """The recipe's update once gradients are in: remove each decoder row's gradient component
     along the row (rows are unit norm), so Adam cannot grow the norm the renormalisation would
-    undo; clip; step; renormalise the decoder rows."""
+    undo; clip; step; renormalise the decoder rows. ``project_decoder_grad=False`` when the
+    gradient is already projected (``ops.sparse_decode(..., project_grad=True)``)."""
     w, g = sae.W_dec, sae.W_dec.grad
-    if g is not None:
+    if g is not None and project_decoder_grad:
         g.addcmul_(torch.linalg.vecdot(g, w).unsqueeze(1), w, value=-1)  # no [n, d] temporary
     if grad_clip > 0:
         torch.nn.utils.clip_grad_norm_(sae.parameters(), grad_clip)
@@ -244,11 +246,11 @@ def _load_checkpoint(ckpt_dir: str, device) -> tuple[TopKSAE, dict] | None:
 # ------------------------------------------------------------------------------------------------
 
 
-def _aux_loss(aux_code, W_dec: torch.Tensor, residual: torch.Tensor):
+def _aux_loss(aux_code, W_dec: torch.Tensor, residual: torch.Tensor, project_grad: bool = False):
     """AuxK: the top-k_aux dead latents reconstruct the main model's residual.
 
     Normalised per batch by the residual's own variance around its (global-batch) mean."""
-    aux = ops.sparse_decode(aux_code.indices, aux_code.values, W_dec)
+    aux = ops.sparse_decode(aux_code.indices, aux_code.values, W_dec, project_grad=project_grad)
     # Batch statistics summed over all ranks so that data parallelism changes nothing.
     stats = torch.cat([residual.sum(0), residual.pow(2).sum().reshape(1),
                        torch.tensor([residual.shape[0]], dtype=residual.dtype, device=residual.device)])
@@ -393,7 +395,14 @@ def train(data: Any, config: TrainConfig, *, eval_data: Any = None, init: TopKSA
         # last checkpoint are logged again by this run, not duplicated.
         text = "".join(json.dumps(r) + "\n" for r in history)
         _atomic_write(metrics_path, lambda p: _write_text(p, text))
-    acc = {"nmse": 0.0, "aux": 0.0, "l0": 0.0, "steps": 0}
+    # The decoder-gradient projection is fused into the sparse decode's backward on the Triton
+    # path (touched rows only, in the kernel that writes them); on the torch path the decode's
+    # gradient is dense anyway and optimizer_step projects it in one pass.
+    fused_projection = ops.backend(device, dtype) == "triton"
+    # Per-step statistics (nmse, aux loss, l0) are summed on the device and read at log steps:
+    # a .item() per step would make the host wait for each step to finish before it loads the
+    # next batch, instead of loading it while the GPU runs the backward pass.
+    acc, acc_steps = torch.zeros(3, dtype=torch.float64, device=device), 0
     t_last, ex_last = time.perf_counter(), step * cfg.batch_size
 
     bar = None
@@ -403,22 +412,24 @@ def train(data: Any, config: TrainConfig, *, eval_data: Any = None, init: TopKSA
         bar = tqdm(total=total_steps, initial=step, unit="step", desc=f"train k={cfg.k} n={cfg.n_latents}", leave=False)
 
     def record() -> dict:
-        nonlocal t_last, ex_last, acc
+        nonlocal t_last, ex_last, acc, acc_steps
         now, ex = time.perf_counter(), step * cfg.batch_size
+        nmse, aux, l0 = (_all_reduce_(acc.clone()) / (world * max(acc_steps, 1))).tolist()
         rec = {
             "step": step, "epoch": step / steps_per_epoch, "examples": ex,
-            "nmse": acc["nmse"] / max(acc["steps"], 1), "aux_loss": acc["aux"] / max(acc["steps"], 1),
-            "l0": acc["l0"] / max(acc["steps"], 1),
+            "nmse": nmse, "aux_loss": aux, "l0": l0,
             "dead_fraction": float((since_fired >= dead_window).double().mean()),
             "flops": flops_per_example * ex, "examples_per_s": (ex - ex_last) / max(now - t_last, 1e-9),
         }
         rec.update(_evaluate(sae, eval_source, eval_rows, mse_scale, 4096, device))
         t_last, ex_last = time.perf_counter(), ex
-        acc = {"nmse": 0.0, "aux": 0.0, "l0": 0.0, "steps": 0}
+        acc, acc_steps = torch.zeros_like(acc), 0
         history.append(rec)
         if metrics_path:
             with open(metrics_path, "a") as f:
                 f.write(json.dumps(rec) + "\n")
+        if bar is not None:
+            bar.set_postfix(nmse=f"{nmse:.4f}")
         return rec
 
     def checkpoint() -> None:
@@ -438,25 +449,24 @@ def train(data: Any, config: TrainConfig, *, eval_data: Any = None, init: TopKSA
             x = source.rows(batch_rows[rank * local : (rank + 1) * local], dtype=dtype).to(device)
 
             dead = since_fired >= dead_window  # from the steps before this one
-            use_aux = cfg.aux_alpha > 0 and bool(dead.any())
-            if use_aux:
+            # The step's one host synchronisation: k_aux and whether AuxK runs depend on it.
+            n_dead = int(dead.sum()) if cfg.aux_alpha > 0 else 0
+            target = sae.standardize(x)
+            if n_dead:
                 # One encoder pass gives the code and the top-k_aux among dead latents.
-                target = sae.standardize(x)
                 code, aux_code = ops.topk_encode_aux(target - sae.b_pre, sae.W_enc, sae.b_enc, cfg.k, dead,
-                                                     min(cfg.k_aux_effective, int(dead.sum())))
-                recon = sae.decode(code)
-                mse = (recon - target).pow(2).sum(dim=1).mean()
-                out = SAEOutput(recon, code, target, mse, mse / mse_scale)
+                                                     min(cfg.k_aux_effective, n_dead))
             else:
-                out = sae(x, mse_scale=mse_scale)
-            loss = out.nmse / world  # gradients are summed over ranks: the mean of the global batch
-            aux_val = 0.0
-            if use_aux:
-                aux = _aux_loss(aux_code, sae.W_dec, (out.target - out.recon).detach())
+                code = ops.topk_encode(target - sae.b_pre, sae.W_enc, sae.b_enc, cfg.k)
+            recon = ops.sparse_decode(code.indices, code.values, sae.W_dec, sae.b_pre, project_grad=fused_projection)
+            nmse = (recon - target).pow(2).sum(dim=1).mean() / mse_scale
+            loss = nmse / world  # gradients are summed over ranks: the mean of the global batch
+            aux = torch.zeros((), dtype=nmse.dtype, device=device)
+            if n_dead:
+                aux = _aux_loss(aux_code, sae.W_dec, (target - recon).detach(), fused_projection)
                 loss = loss + cfg.aux_alpha * aux / world
-                aux_val = aux.item()
-            fired = torch.zeros(cfg.n_latents, dtype=torch.int64, device=device)
-            fired[out.code.indices[out.code.values > 0]] = 1
+            fired = torch.zeros(cfg.n_latents, dtype=torch.int64, device=device).scatter_reduce_(
+                0, code.indices.reshape(-1), (code.values > 0).reshape(-1).long(), reduce="amax")  # no mask indexing: no sync
             fired = _all_reduce_(fired) > 0
             since_fired = torch.where(fired, torch.zeros_like(since_fired), since_fired + cfg.batch_size)
             opt.zero_grad(set_to_none=True)
@@ -465,17 +475,13 @@ def train(data: Any, config: TrainConfig, *, eval_data: Any = None, init: TopKSA
                 for p in sae.parameters():
                     if p.grad is not None:
                         _all_reduce_(p.grad)
-            optimizer_step(sae, opt, cfg.grad_clip)
+            optimizer_step(sae, opt, cfg.grad_clip, project_decoder_grad=not fused_projection)
             step += 1
-            stats = _all_reduce_(torch.tensor([out.nmse.item(), (out.code.values > 0).sum(1).double().mean().item()],
-                                              dtype=torch.float64)) / world
-            acc["nmse"] += float(stats[0])
-            acc["l0"] += float(stats[1])
-            acc["aux"] += aux_val
-            acc["steps"] += 1
+            with torch.no_grad():
+                acc += torch.stack([nmse.double(), aux.double(), (code.values > 0).sum(1).double().mean()])
+            acc_steps += 1
             if bar is not None:
                 bar.update(1)
-                bar.set_postfix(nmse=f"{float(stats[0]):.4f}")
             if step % cfg.log_every == 0 or step == total_steps:
                 record()
             if step % cfg.checkpoint_every == 0 or step == total_steps:

@@ -112,15 +112,21 @@ def topk_encode_aux(x: torch.Tensor, W_enc: torch.Tensor, b_enc: torch.Tensor, k
 
 
 def sparse_decode(
-    indices: torch.Tensor, values: torch.Tensor, W_dec: torch.Tensor, b_dec: torch.Tensor | None = None
+    indices: torch.Tensor, values: torch.Tensor, W_dec: torch.Tensor, b_dec: torch.Tensor | None = None, *,
+    project_grad: bool = False,
 ) -> torch.Tensor:
-    """``[B, d]`` reconstruction ``sum_j values[:, j] * W_dec[indices[:, j]] + b_dec``."""
+    """``[B, d]`` reconstruction ``sum_j values[:, j] * W_dec[indices[:, j]] + b_dec``.
+
+    ``project_grad=True``: the gradient this call sends to each ``W_dec`` row loses its
+    component along the row, ``g - <g, w>/|w|^2 w`` (the recipe's projection for unit-norm
+    decoder rows, appendix A.1). The Triton path does it in the kernel that writes the touched
+    rows, so a trainer needs no dense pass over ``[n, d]`` for it."""
     if backend(values.device, values.dtype) == "triton":
         reference.check_decode(indices, values, W_dec, b_dec)
         from . import decode_kernels
 
-        return decode_kernels.sparse_decode(indices, values, W_dec, b_dec)
-    return reference.sparse_decode(indices, values, W_dec, b_dec)
+        return decode_kernels.sparse_decode(indices, values, W_dec, b_dec, project_grad=project_grad)
+    return reference.sparse_decode(indices, values, W_dec, b_dec, project_grad=project_grad)
 
 
 __all__ = ["SparseCode", "backend", "sparse_decode", "topk_encode", "topk_encode_aux"]

@@ -2,8 +2,8 @@
 
 * forward: one program per (example, d-tile) gathers its k decoder rows, fp32 accumulation;
 * backward: ``dvalues[b, j] = <grad[b], W_dec[indices[b, j]]>`` (gather-dot), ``dW_dec`` by the
-  deterministic segment reduction of :mod:`._segment` (touched rows only, no atomics),
-  ``db_dec = grad.sum(0)``.
+  deterministic segment reduction of :mod:`._segment` (touched rows only, no atomics), with the
+  unit-norm gradient projection fused for those rows when asked; ``db_dec = grad.sum(0)``.
 
 Kernels -> launchers (shape checks, allocation) -> autograd Function -> public function.
 """
@@ -101,9 +101,9 @@ def gather_dot(indices: torch.Tensor, g: torch.Tensor, W: torch.Tensor, out_dtyp
 
 class SparseDecode(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, indices, values, W_dec, b_dec):
+    def forward(ctx, indices, values, W_dec, b_dec, project_grad):
         ctx.save_for_backward(indices, values, W_dec)
-        ctx.has_bias = b_dec is not None
+        ctx.has_bias, ctx.project_grad = b_dec is not None, project_grad
         return gather_sum(indices, values, W_dec, b_dec)
 
     @staticmethod
@@ -114,12 +114,14 @@ class SparseDecode(torch.autograd.Function):
         if ctx.needs_input_grad[1]:
             dvalues = gather_dot(indices, grad, W_dec, values.dtype)
         if ctx.needs_input_grad[2]:
-            dW = segment_rows(indices, values, grad, W_dec.shape[0], out_dtype=W_dec.dtype)
+            dW = segment_rows(indices, values, grad, W_dec.shape[0], out_dtype=W_dec.dtype,
+                              project=W_dec if ctx.project_grad else None)
         if ctx.has_bias and ctx.needs_input_grad[3]:
             db = grad.sum(0)
-        return None, dvalues, dW, db
+        return None, dvalues, dW, db, None
 
 
-def sparse_decode(indices: torch.Tensor, values: torch.Tensor, W_dec: torch.Tensor, b_dec: torch.Tensor | None = None):
+def sparse_decode(indices: torch.Tensor, values: torch.Tensor, W_dec: torch.Tensor, b_dec: torch.Tensor | None = None,
+                  *, project_grad: bool = False):
     """Triton sparse decode; same contract as :func:`fastsae.ops.reference.sparse_decode`."""
-    return SparseDecode.apply(indices.contiguous(), values.contiguous(), W_dec, b_dec)
+    return SparseDecode.apply(indices.contiguous(), values.contiguous(), W_dec, b_dec, bool(project_grad))

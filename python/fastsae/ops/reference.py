@@ -103,11 +103,37 @@ def check_decode(indices: torch.Tensor, values: torch.Tensor, W_dec: torch.Tenso
         raise IndexError(f"indices must lie in [0, n_latents={W_dec.shape[0]})")
 
 
-def sparse_decode(indices: torch.Tensor, values: torch.Tensor, W_dec: torch.Tensor, b_dec: torch.Tensor | None = None):
-    """``[B, d]``: ``sum_j values[:, j] * W_dec[indices[:, j]] (+ b_dec)``."""
+def sparse_decode(indices: torch.Tensor, values: torch.Tensor, W_dec: torch.Tensor, b_dec: torch.Tensor | None = None,
+                  *, project_grad: bool = False):
+    """``[B, d]``: ``sum_j values[:, j] * W_dec[indices[:, j]] (+ b_dec)``. With ``project_grad``
+    the gradient of each ``W_dec`` row loses its component along that row."""
     check_decode(indices, values, W_dec, b_dec)
-    out = F.embedding_bag(indices.long(), W_dec, per_sample_weights=values, mode="sum")
+    W = ProjectRowGrad.apply(W_dec) if project_grad else W_dec
+    out = F.embedding_bag(indices.long(), W, per_sample_weights=values, mode="sum")
     return out if b_dec is None else out + b_dec
+
+
+def project_rows(g: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
+    """``g[l] - <g[l], W[l]> / |W[l]|^2 * W[l]`` for every row l (rows of zeros: ``g`` unchanged)."""
+    dot = torch.linalg.vecdot(g, W)
+    sq = torch.linalg.vecdot(W, W)
+    return g - torch.where(sq > 0, dot / torch.where(sq > 0, sq, 1), 0).unsqueeze(1) * W
+
+
+class ProjectRowGrad(torch.autograd.Function):
+    """Identity on ``W [n, d]`` whose backward removes each row's gradient component along the
+    row: the paper's projection for unit-norm decoder rows (appendix A.1), on the gradient
+    that flows through this use of ``W`` only."""
+
+    @staticmethod
+    def forward(ctx, W):
+        ctx.save_for_backward(W)
+        return W.view_as(W)
+
+    @staticmethod
+    def backward(ctx, g):
+        (W,) = ctx.saved_tensors
+        return project_rows(g, W)
 
 
 class TopKEncodeAux(torch.autograd.Function):
