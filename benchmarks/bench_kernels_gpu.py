@@ -12,7 +12,10 @@ gradient clipping, Adam, decoder renormalisation) of
 median of ``triton.testing.do_bench``, peak memory of each, and the dense encoder GEMM alone
 (the floor for forward+backward). Results with the GPU's name go to benchmarks/results/.
 
-    python benchmarks/bench_kernels_gpu.py [--quick]
+    python benchmarks/bench_kernels_gpu.py [--quick] [--budget-s S] [--markdown table.md]
+
+The results file is rewritten after every configuration, so a run stopped at a time limit keeps
+what it measured; ``--budget-s`` starts no new configuration after S seconds.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import sys
+import time
 
 import torch
 import torch.nn.functional as F
@@ -47,6 +51,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="one configuration only")
     ap.add_argument("--batch", type=int, default=4096)
+    ap.add_argument("--budget-s", type=float, default=None, help="start no configuration after this many seconds")
+    ap.add_argument("--markdown", default=None, help="also write the results as a Markdown table to this file")
     args = ap.parse_args()
     if not torch.cuda.is_available():
         print("no CUDA GPU: skipping the Triton kernel benchmark (run it on a GPU machine)")
@@ -64,7 +70,11 @@ def main() -> int:
     grid = [(1536, 9216, 64)] if args.quick else list(itertools.product((1536, 4096), (9216, 65536, 131072), (32, 64, 128)))
     gpu = torch.cuda.get_device_name()
     rows = []
+    t0 = time.perf_counter()
     for d, n, k in grid:
+        if args.budget_s is not None and time.perf_counter() - t0 > args.budget_s:
+            print(f"time budget of {args.budget_s:.0f} s spent: {len(rows)} of {len(grid)} configurations measured")
+            break
         torch.manual_seed(0)
         x = torch.randn(B, d, device=dev, dtype=dtype)
         W_enc = (torch.randn(n, d, device=dev, dtype=dtype) / d**0.5).requires_grad_()
@@ -143,10 +153,30 @@ def main() -> int:
               f"{rec['fwd_bwd_over_gemm']:.2f}x the encoder GEMM; peak {rec['fastsae_peak_mb']:.0f} MB "
               f"(dense {rec['dense_peak_mb']:.0f}, topk+bag {rec['topk+embedding_bag_peak_mb']:.0f})", flush=True)
         rows.append(rec)
+        save_result(f"kernels_gpu_{gpu.replace(' ', '_')}", {"results": rows})
+        if args.markdown:
+            with open(args.markdown, "w") as f:
+                f.write(markdown_table(rows))
         del W_enc, b_enc, W_dec, b_dec, params, x
         torch.cuda.empty_cache()
-    save_result(f"kernels_gpu_{gpu.replace(' ', '_')}", {"results": rows})
     return 0
+
+
+def markdown_table(rows: list[dict]) -> str:
+    """The README's table: per configuration, fastsae's forward+backward and training step
+    against the best baseline, its ratio to the encoder GEMM alone, and peak memory."""
+    head = ("| GPU | d | n | k | fastsae fwd+bwd ms | best baseline ms | speed-up | / encoder GEMM | step ms "
+            "(fastsae / dense / topk+bag) | peak MB (fastsae / dense / topk+bag) |\n"
+            "|---|---|---|---|---|---|---|---|---|---|\n")
+    lines = []
+    for r in rows:
+        best = min(r["dense_fwd_bwd_ms"], r["topk+embedding_bag_fwd_bwd_ms"])
+        lines.append(
+            f"| {r['gpu']} | {r['d']} | {r['n']} | {r['k']} | {r['fastsae_fwd_bwd_ms']:.2f} | {best:.2f} | "
+            f"{r['speedup_fwd_bwd_vs_best_baseline']:.2f}× | {r['fwd_bwd_over_gemm']:.2f}× | "
+            f"{r['fastsae_step_ms']:.2f} / {r['dense_step_ms']:.2f} / {r['topk+embedding_bag_step_ms']:.2f} | "
+            f"{r['fastsae_peak_mb']:.0f} / {r['dense_peak_mb']:.0f} / {r['topk+embedding_bag_peak_mb']:.0f} |")
+    return head + "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":
