@@ -403,6 +403,7 @@ def train(data: Any, config: TrainConfig, *, eval_data: Any = None, init: TopKSA
     # a .item() per step would make the host wait for each step to finish before it loads the
     # next batch, instead of loading it while the GPU runs the backward pass.
     acc, acc_steps = torch.zeros(3, dtype=torch.float64, device=device), 0
+    standardized = bool(sae.standardized)
     t_last, ex_last = time.perf_counter(), step * cfg.batch_size
 
     bar = None
@@ -451,7 +452,7 @@ def train(data: Any, config: TrainConfig, *, eval_data: Any = None, init: TopKSA
             dead = since_fired >= dead_window  # from the steps before this one
             # The step's one host synchronisation: k_aux and whether AuxK runs depend on it.
             n_dead = int(dead.sum()) if cfg.aux_alpha > 0 else 0
-            target = sae.standardize(x)
+            target = (x - sae.data_mean) / sae.data_std if standardized else x  # sae.standardize, minus its sync
             if n_dead:
                 # One encoder pass gives the code and the top-k_aux among dead latents.
                 code, aux_code = ops.topk_encode_aux(target - sae.b_pre, sae.W_enc, sae.b_enc, cfg.k, dead,

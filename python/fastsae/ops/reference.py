@@ -99,8 +99,14 @@ def check_decode(indices: torch.Tensor, values: torch.Tensor, W_dec: torch.Tenso
         raise TypeError(f"values and W_dec must share a dtype, got {values.dtype} and {W_dec.dtype}")
     if b_dec is not None and b_dec.shape != (W_dec.shape[1],):
         raise ValueError(f"b_dec must be [d] with d={W_dec.shape[1]}, got {tuple(b_dec.shape)}")
-    if indices.numel() and (int(indices.min()) < 0 or int(indices.max()) >= W_dec.shape[0]):
+    if indices.numel() and not _in_range(indices, W_dec.shape[0]):
         raise IndexError(f"indices must lie in [0, n_latents={W_dec.shape[0]})")
+
+
+def _in_range(indices: torch.Tensor, n: int) -> bool:
+    lo, hi = torch.aminmax(indices)
+    lo, hi = torch.stack([lo, hi]).tolist()  # one device->host copy (a GPU sync), not two
+    return lo >= 0 and hi < n
 
 
 def sparse_decode(indices: torch.Tensor, values: torch.Tensor, W_dec: torch.Tensor, b_dec: torch.Tensor | None = None,
