@@ -10,6 +10,7 @@ import sys
 import numpy as np
 import pytest
 import scipy.stats
+import torch
 
 import fastsae
 from fastsae import fit_power_law, sweep
@@ -95,6 +96,14 @@ def test_cli_train_and_sweep(tmp_path):
     sae = fastsae.TopKSAE.load(tmp_path / "run" / "model")
     assert (sae.n_latents, sae.k, sae.d_in) == (40, 3, 12)
     assert (tmp_path / "run" / "checkpoints" / "metrics.jsonl").exists()
+    out = subprocess.run(exe + ["train", str(tmp_path / "x.npy"), "--n-latents", "40", "--k", "3", "--compute-dtype",
+                                "bfloat16", "--out", str(tmp_path / "bf16")] + common, capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr
+    ckpt = tmp_path / "bf16" / "checkpoints"
+    state = torch.load(ckpt / (ckpt / "latest").read_text().strip() / "trainer.pt", weights_only=True)
+    assert json.loads(state["config"])["compute_dtype"] == "bfloat16"
+    assert fastsae.TopKSAE.load(tmp_path / "bf16" / "model").W_enc.dtype == torch.float32
     out = subprocess.run(exe + ["sweep", str(tmp_path / "x.npy"), "--k", "2", "--n", "16", "32",
                                 "--out", str(tmp_path / "sw")] + common, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr

@@ -103,6 +103,8 @@ def _train_kwargs(args: argparse.Namespace) -> dict:
         kw["max_steps"] = args.max_steps
     if args.device:
         kw["device"] = args.device
+    if args.compute_dtype:
+        kw["compute_dtype"] = args.compute_dtype
     return kw
 
 
@@ -134,7 +136,7 @@ def _train(args: argparse.Namespace) -> int:
             else:
                 specs = paper_like_sizes(len(run.corpus()), int(run.embeddings().shape[1]))
         step_train(run, specs, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-                   device=args.device, force=args.restart, quiet=args.quiet)
+                   device=args.device, force=args.restart, quiet=args.quiet, compute_dtype=args.compute_dtype)
         print(f"SAEs in {run.root}/saes: {', '.join(run.sae_names())}")
         return 0
     from .trainer import TrainConfig, train
@@ -271,6 +273,8 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint-every", type=int, default=1000, help="steps between checkpoints")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--compute-dtype", choices=["bfloat16"], default=None,
+                   help="mixed precision: encode and decode in bf16, parameters and optimiser in fp32 (GPU fast path)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 

@@ -146,9 +146,10 @@ def default_schedule(n_docs: int) -> dict:
 
 def step_train(run: RunDir, specs: Sequence[SAESpec], *, epochs: float | None = None, batch_size: int | None = None,
                lr: float | None = None, seed: int = 0, device: str | None = None, force: bool = False,
-               quiet: bool = False) -> None:
+               quiet: bool = False, compute_dtype: str | None = None) -> None:
     """Train every SAE in ``specs`` on ``embeddings.npy`` (each resumes from its checkpoints);
-    unset epochs/batch size/lr come from :func:`default_schedule`."""
+    unset epochs/batch size/lr come from :func:`default_schedule`; ``compute_dtype`` as in
+    :class:`~fastsae.TrainConfig`."""
     from .trainer import TrainConfig, train
 
     X = run.embeddings()
@@ -163,7 +164,7 @@ def step_train(run: RunDir, specs: Sequence[SAESpec], *, epochs: float | None = 
         t0 = time.perf_counter()
         cfg = TrainConfig(n_latents=spec.n_latents, k=spec.k, epochs=epochs, batch_size=batch_size, lr=lr,
                           seed=seed, checkpoint_dir=str(out / "checkpoints"), resume=not force,
-                          progress=not quiet, device=device, log_every=50)
+                          progress=not quiet, device=device, log_every=50, compute_dtype=compute_dtype)
         res = train(X, cfg)
         res.sae.save(out)
         last = res.history[-1]

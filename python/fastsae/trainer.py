@@ -76,6 +76,11 @@ class TrainConfig:
     """Stop after this many steps in total (for tests and time budgets)."""
     dtype: str = "float32"
     """Parameter dtype: float32 or float64."""
+    compute_dtype: str | None = None
+    """Arithmetic of the encode and decode. None: the parameter dtype. "bfloat16": mixed
+    precision, the fast path of the GPU kernels (fp32 Triton GEMMs run without tensor cores):
+    each step encodes and decodes with bf16 copies of the weights, while the parameters, the
+    Adam state, the loss, the decoder projection and the metrics stay in ``dtype``."""
     device: str | None = None
     """Device; default cuda when available (then the Triton kernels apply), else cpu."""
     progress: bool = True
@@ -102,6 +107,8 @@ class TrainConfig:
             raise ValueError("eval_fraction must be in [0, 1)")
         if self.dtype not in ("float32", "float64"):
             raise ValueError(f"dtype must be float32 or float64, got {self.dtype!r}")
+        if self.compute_dtype not in (None, "bfloat16"):
+            raise ValueError(f"compute_dtype must be None or 'bfloat16', got {self.compute_dtype!r}")
         if self.max_steps is not None and self.max_steps < 1:
             raise ValueError("max_steps must be >= 1")
         self.betas = tuple(self.betas)
@@ -250,7 +257,7 @@ def _aux_loss(aux_code, W_dec: torch.Tensor, residual: torch.Tensor, project_gra
     """AuxK: the top-k_aux dead latents reconstruct the main model's residual.
 
     Normalised per batch by the residual's own variance around its (global-batch) mean."""
-    aux = ops.sparse_decode(aux_code.indices, aux_code.values, W_dec, project_grad=project_grad)
+    aux = ops.sparse_decode(aux_code.indices, aux_code.values, W_dec, project_grad=project_grad).to(residual.dtype)
     # Batch statistics summed over all ranks so that data parallelism changes nothing.
     stats = torch.cat([residual.sum(0), residual.pow(2).sum().reshape(1),
                        torch.tensor([residual.shape[0]], dtype=residual.dtype, device=residual.device)])
@@ -395,10 +402,15 @@ def train(data: Any, config: TrainConfig, *, eval_data: Any = None, init: TopKSA
         # last checkpoint are logged again by this run, not duplicated.
         text = "".join(json.dumps(r) + "\n" for r in history)
         _atomic_write(metrics_path, lambda p: _write_text(p, text))
+    # Mixed precision: the encode and decode see bf16 copies of the weights (made each step, so
+    # autograd hands fp32 gradients back to the fp32 parameters).
+    cdtype = getattr(torch, cfg.compute_dtype) if cfg.compute_dtype else dtype
+    mixed = cdtype != dtype
     # The decoder-gradient projection is fused into the sparse decode's backward on the Triton
     # path (touched rows only, in the kernel that writes them); on the torch path the decode's
-    # gradient is dense anyway and optimizer_step projects it in one pass.
-    fused_projection = ops.backend(device, dtype) == "triton"
+    # gradient is dense anyway and optimizer_step projects it in one pass, as it does in mixed
+    # precision (projecting along the bf16-rounded rows would leave a parallel component).
+    fused_projection = ops.backend(device, cdtype) == "triton" and not mixed
     # Per-step statistics (nmse, aux loss, l0) are summed on the device and read at log steps:
     # a .item() per step would make the host wait for each step to finish before it loads the
     # next batch, instead of loading it while the GPU runs the backward pass.
@@ -453,18 +465,22 @@ def train(data: Any, config: TrainConfig, *, eval_data: Any = None, init: TopKSA
             # The step's one host synchronisation: k_aux and whether AuxK runs depend on it.
             n_dead = int(dead.sum()) if cfg.aux_alpha > 0 else 0
             target = (x - sae.data_mean) / sae.data_std if standardized else x  # sae.standardize, minus its sync
+            z = (target - sae.b_pre).to(cdtype)
+            W_enc, b_enc, W_dec = (p.to(cdtype) for p in (sae.W_enc, sae.b_enc, sae.W_dec))
             if n_dead:
                 # One encoder pass gives the code and the top-k_aux among dead latents.
-                code, aux_code = ops.topk_encode_aux(target - sae.b_pre, sae.W_enc, sae.b_enc, cfg.k, dead,
-                                                     min(cfg.k_aux_effective, n_dead))
+                code, aux_code = ops.topk_encode_aux(z, W_enc, b_enc, cfg.k, dead, min(cfg.k_aux_effective, n_dead))
             else:
-                code = ops.topk_encode(target - sae.b_pre, sae.W_enc, sae.b_enc, cfg.k)
-            recon = ops.sparse_decode(code.indices, code.values, sae.W_dec, sae.b_pre, project_grad=fused_projection)
+                code = ops.topk_encode(z, W_enc, b_enc, cfg.k)
+            if mixed:  # b_pre added in full precision
+                recon = ops.sparse_decode(code.indices, code.values, W_dec).to(dtype) + sae.b_pre
+            else:
+                recon = ops.sparse_decode(code.indices, code.values, W_dec, sae.b_pre, project_grad=fused_projection)
             nmse = (recon - target).pow(2).sum(dim=1).mean() / mse_scale
             loss = nmse / world  # gradients are summed over ranks: the mean of the global batch
             aux = torch.zeros((), dtype=nmse.dtype, device=device)
             if n_dead:
-                aux = _aux_loss(aux_code, sae.W_dec, (target - recon).detach(), fused_projection)
+                aux = _aux_loss(aux_code, W_dec, (target - recon).detach(), fused_projection)
                 loss = loss + cfg.aux_alpha * aux / world
             fired = torch.zeros(cfg.n_latents, dtype=torch.int64, device=device).scatter_reduce_(
                 0, code.indices.reshape(-1), (code.values > 0).reshape(-1).long(), reduce="amax")  # no mask indexing: no sync
