@@ -156,6 +156,36 @@ def test_bf16_mixed_precision_trains_like_fp32_with_fp32_state(monkeypatch):
         small_config(compute_dtype="float16")
 
 
+def test_prefetching_batches_changes_nothing(monkeypatch):
+    """prefetch=True loads batches on a background thread (the GPU default): the same batches,
+    so the same metrics and parameters as loading them in the loop."""
+    import threading
+
+    from fastsae.data import ArraySource
+
+    X = planted(n_rows=2000)
+    kw = dict(epochs=3, dead_window=400, batch_size=150)  # 2 epochs' permutations, AuxK on
+    plain = train(X, small_config(prefetch=False, **kw))
+    threads = []
+    real = ArraySource.rows
+
+    def spy(self, index, dtype=torch.float32):
+        threads.append(threading.current_thread().name)
+        return real(self, index, dtype)
+
+    monkeypatch.setattr(ArraySource, "rows", spy)
+    pre = train(X, small_config(prefetch=True, **kw))
+    assert sum(t.startswith("fastsae-batches") for t in threads) >= pre.steps - 1
+    # Same batches in the same order; only thread scheduling differs, so allow the last bits.
+    assert len(plain.history) == len(pre.history)
+    for a, b in zip(plain.history, pre.history):
+        for key in a:
+            if key != "examples_per_s":
+                assert b[key] == pytest.approx(a[key], rel=1e-6, abs=1e-9, nan_ok=True), key
+    for name, p in plain.sae.state_dict().items():
+        torch.testing.assert_close(pre.sae.state_dict()[name], p, rtol=1e-6, atol=1e-7, msg=name)
+
+
 def test_bad_input(tmp_path):
     X = planted(n_rows=1000)
     bad = X.copy()

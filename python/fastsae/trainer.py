@@ -18,6 +18,7 @@ import math
 import os
 import shutil
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any, NamedTuple
 
@@ -85,6 +86,10 @@ class TrainConfig:
     """Device; default cuda when available (then the Triton kernels apply), else cpu."""
     progress: bool = True
     """Show a progress bar."""
+    prefetch: bool | None = None
+    """Load the next batch on a background thread while the current step runs (into pinned
+    memory, copied asynchronously, on a GPU). None: on when training on a GPU, where the host's
+    gather of a batch otherwise takes as long as the step itself."""
 
     def __post_init__(self):
         for name in ("n_latents", "k", "batch_size", "log_every", "checkpoint_every", "median_sample"):
@@ -454,12 +459,28 @@ def train(data: Any, config: TrainConfig, *, eval_data: Any = None, init: TopKSA
         if dist:
             dist.barrier()
 
+    # Batches: the data order is a function of (seed, epoch), its permutation drawn once per
+    # epoch (not per step: at N = 1M a permutation costs about as much as a GPU step).
+    epoch_order: dict[int, np.ndarray] = {}
+    pin = device.type == "cuda"
+
+    def load(s: int) -> torch.Tensor:
+        epoch, pos = divmod(s, steps_per_epoch)
+        if epoch not in epoch_order:
+            epoch_order.clear()
+            epoch_order[epoch] = np.random.default_rng([cfg.seed, epoch]).permutation(n_train)
+        batch_rows = train_rows[epoch_order[epoch][pos * cfg.batch_size : (pos + 1) * cfg.batch_size]]
+        x = source.rows(batch_rows[rank * local : (rank + 1) * local], dtype=dtype)
+        return x.pin_memory() if pin else x
+
+    prefetch = cfg.prefetch if cfg.prefetch is not None else device.type == "cuda"
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fastsae-batches") if prefetch else None
+    pending = None
     try:
         while step < total_steps:
-            epoch, pos = divmod(step, steps_per_epoch)
-            order = np.random.default_rng([cfg.seed, epoch]).permutation(n_train)  # data order: (seed, epoch)
-            batch_rows = train_rows[order[pos * cfg.batch_size : (pos + 1) * cfg.batch_size]]
-            x = source.rows(batch_rows[rank * local : (rank + 1) * local], dtype=dtype).to(device)
+            x = (pending.result() if pending is not None else load(step)).to(device, non_blocking=True)
+            # numpy's gather and the pinned copy release the GIL: the next batch loads meanwhile
+            pending = pool.submit(load, step + 1) if pool is not None and step + 1 < total_steps else None
 
             dead = since_fired >= dead_window  # from the steps before this one
             # The step's one host synchronisation: k_aux and whether AuxK runs depend on it.
@@ -504,6 +525,8 @@ def train(data: Any, config: TrainConfig, *, eval_data: Any = None, init: TopKSA
             if step % cfg.checkpoint_every == 0 or step == total_steps:
                 checkpoint()
     finally:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
         if bar is not None:
             bar.close()
     return TrainResult(sae, history, cfg, step)
