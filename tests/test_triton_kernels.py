@@ -187,6 +187,21 @@ def test_wide_selections_take_the_gemm_topk_path(monkeypatch):
     assert not calls  # neither reached the fused launcher
 
 
+def test_fp32_tiles_follow_torchs_matmul_precision_switch():
+    """IEEE fp32 products by default, TF32 (tensor cores) once the user allows it for float32
+    matmuls, as for torch's own matmul on the reference path; both variants are compiled for
+    sm_80/sm_90 in the AOT test below."""
+    before = torch.get_float32_matmul_precision()
+    try:
+        torch.set_float32_matmul_precision("highest")
+        assert encode_kernels.ieee_fp32()
+        for allowed in ("high", "medium"):
+            torch.set_float32_matmul_precision(allowed)
+            assert not encode_kernels.ieee_fp32()
+    finally:
+        torch.set_float32_matmul_precision(before)
+
+
 def test_plan_bounds_candidates_and_16bit_ranges():
     for dtype in (torch.float32, torch.bfloat16):
         for n, k in [(9216, 64), (65536, 32), (131072, 128), (200000, 7)]:
@@ -378,15 +393,17 @@ AOT = textwrap.dedent(
                 if not encode_kernels.fused(k, aux):
                     continue  # the GEMM + torch.topk path takes these
                 p = encode_kernels.plan(B, n, d, k, aux, dtype, 132)
-                compile_kernel(encode_kernels._stream_topk_kernel,
-                               {"x_ptr": f"*{t}", "w_ptr": f"*{t}", "b_ptr": f"*{t}", "dead_ptr": "*i8",
-                                "cand_ptr": "*i64", "aux_ptr": "*i64", "B": "i32", "N": "i32", "D": "i32",
-                                "n_tiles": "i32", "tiles_per_range": "i32", "n_ranges": "i32", "stride_x": "i32",
-                                "stride_w": "i32"},
-                               {"K_POW2": p.K_POW2, "KAUX_POW2": p.KAUX_POW2, "HAS_AUX": aux > 0, "KEY32": p.KEY32,
-                                "VAL_DTYPE": TL[dtype], "IEEE": dtype == torch.float32, "UPCAST": False,
-                                "BLOCK_B": p.BLOCK_B, "BLOCK_N": p.BLOCK_N, "BLOCK_D": p.BLOCK_D},
-                               num_warps=p.num_warps, num_stages=p.num_stages)
+                # fp32 runs IEEE products, or TF32 when torch.set_float32_matmul_precision allows it
+                for ieee in ((True, False) if dtype == torch.float32 else (False,)):
+                    compile_kernel(encode_kernels._stream_topk_kernel,
+                                   {"x_ptr": f"*{t}", "w_ptr": f"*{t}", "b_ptr": f"*{t}", "dead_ptr": "*i8",
+                                    "cand_ptr": "*i64", "aux_ptr": "*i64", "B": "i32", "N": "i32", "D": "i32",
+                                    "n_tiles": "i32", "tiles_per_range": "i32", "n_ranges": "i32", "stride_x": "i32",
+                                    "stride_w": "i32"},
+                                   {"K_POW2": p.K_POW2, "KAUX_POW2": p.KAUX_POW2, "HAS_AUX": aux > 0, "KEY32": p.KEY32,
+                                    "VAL_DTYPE": TL[dtype], "IEEE": ieee, "UPCAST": False,
+                                    "BLOCK_B": p.BLOCK_B, "BLOCK_N": p.BLOCK_N, "BLOCK_D": p.BLOCK_D},
+                                   num_warps=p.num_warps, num_stages=p.num_stages)
                 for width in sorted({p.K_POW2} | ({p.KAUX_POW2} if aux else set())):
                     compile_kernel(encode_kernels._merge_topk_kernel,
                                    {"cand_ptr": "*i64", "idx_ptr": "*i64", "val_ptr": f"*{t}", "B": "i32",

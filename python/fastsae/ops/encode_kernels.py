@@ -6,7 +6,8 @@ Forward, two stages:
 1. ``_stream_topk_kernel``: the latents are cut into ``n_ranges`` contiguous ranges (enough
    ranges to fill the GPU: about 4 programs per SM). One program per (row block, range) walks
    its range tile by tile: a ``[BLOCK_B, BLOCK_N]`` tile of ``x @ W_enc^T`` (fp32 accumulation;
-   fp32 inputs use IEEE products, not TF32), bias, ReLU, then the tile's top-K per row
+   fp32 inputs use IEEE products unless ``torch.set_float32_matmul_precision`` allows TF32, as
+   torch's own matmul does), bias, ReLU, then the tile's top-K per row
    (``tl.topk``, K = k rounded up to a power of two) folded into a running top-K held in
    registers by one bitonic merge (``max(best, flip(tile_top))`` is bitonic and holds the top-K
    of both lists; ``tl.bitonic_merge`` sorts it in log2(K) compare-exchange rounds, against
@@ -277,7 +278,7 @@ def topk_candidates(x, W_enc, b_enc, k, dead=None, k_aux=0, **overrides):
         _stream_topk_kernel[(triton.cdiv(B, p.BLOCK_B), p.n_ranges)](
             x, W_enc, b_enc, dead_t, cand, aux, B, n, d, p.n_tiles, p.tiles_per_range, p.n_ranges,
             x.stride(0), W_enc.stride(0), K_POW2=p.K_POW2, KAUX_POW2=p.KAUX_POW2, HAS_AUX=has_aux,
-            KEY32=p.KEY32, VAL_DTYPE=_TL[x.dtype], IEEE=x.dtype == torch.float32 or interp,
+            KEY32=p.KEY32, VAL_DTYPE=_TL[x.dtype], IEEE=interp or (x.dtype == torch.float32 and ieee_fp32()),
             UPCAST=interp and x.dtype != torch.float32, BLOCK_B=p.BLOCK_B, BLOCK_N=p.BLOCK_N, BLOCK_D=p.BLOCK_D,
             num_warps=p.num_warps, num_stages=p.num_stages)
     out = []
@@ -289,6 +290,13 @@ def topk_candidates(x, W_enc, b_enc, k, dead=None, k_aux=0, **overrides):
             _merge_topk_kernel[(triton.cdiv(B, rows),)](buf, idx, val, B, p.n_ranges, kk, K_POW2=width, ROWS=rows)
         out.append((idx, val))
     return out[0] if not has_aux else (out[0], out[1])
+
+
+def ieee_fp32() -> bool:
+    """fp32 GEMM tiles in IEEE precision, unless the user allowed TF32 for float32 matmuls
+    (``torch.set_float32_matmul_precision("high")``): the same switch torch's own matmul, the
+    reference path, obeys. IEEE products run without tensor cores."""
+    return torch.get_float32_matmul_precision() == "highest"
 
 
 def merge_rows(width: int) -> int:
