@@ -184,7 +184,51 @@ def test_wide_selections_take_the_gemm_topk_path(monkeypatch):
     dead = torch.ones(n, dtype=torch.bool, device=DEVICE)
     code2, aux = ops.topk_encode_aux(to(x, torch.float32), to(We, torch.float32), to(be, torch.float32), 64, dead, 256)
     check_selection(pre, aux.indices, aux.values, torch.float32)
-    assert not calls  # neither reached the fused launcher
+    # ... and the Triton backward: every gradient against float64 on the same selection
+    ours = [to(t, torch.float32).requires_grad_() for t in (x, We, be)]
+    ref = [t.double().requires_grad_() for t in (x, We, be)]
+    code = ops.topk_encode(*ours, k)
+    ref_values = torch.relu(ref[0] @ ref[1].t() + ref[2]).gather(1, code.indices.cpu())
+    w = torch.randn(B, k, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    for a, b in zip(torch.autograd.grad((code.values.double().cpu() * w).sum(), ours),
+                    torch.autograd.grad((ref_values * w).sum(), ref)):
+        torch.testing.assert_close(a.double().cpu(), b, rtol=1e-4, atol=1e-4)
+    assert not calls  # none reached the fused launcher
+
+
+@pytest.mark.parametrize("shape", [SHAPES["B5_d48_n200_k7"], SHAPES["B3_d17_n33_k1"]], ids=["k7", "k1"])
+@pytest.mark.parametrize("dtype, tol", DTYPES.values(), ids=DTYPES.keys())
+def test_gemm_topk_forward_with_the_triton_backward(shape, dtype, tol, monkeypatch):
+    """FASTSAE_ENCODE=gemm (what the GPU's auto choice may pick): cuBLAS-style GEMM + torch.topk
+    forward, the sparse Triton backward; outputs and every gradient against float64, and AuxK."""
+    monkeypatch.setenv("FASTSAE_ENCODE", "gemm")
+    monkeypatch.setattr(encode_kernels, "topk_candidates", lambda *a, **kw: pytest.fail("fused launcher used"))
+    encode_decode_against_reference(shape, dtype, tol)
+    B, d, n, k = shape
+    x, We, be, _, _ = separated_inputs(B, d, n, k, seed=5)
+    dead = torch.zeros(n, dtype=torch.bool)
+    dead[1::2] = True
+    args = [to(t, dtype).requires_grad_() for t in (x, We, be)]
+    code, aux = ops.topk_encode_aux(*args, k, dead.to(DEVICE), 3)
+    pre = torch.relu(x @ We.t() + be).masked_fill(~dead, float("-inf"))
+    check_selection(pre.clamp_min(0), aux.indices, aux.values, dtype)
+    assert torch.all(dead[aux.indices.cpu()[aux.values.cpu() > 0]])
+
+
+def test_forward_choice_keeps_the_faster_and_validates_the_switch(monkeypatch):
+    timings = {"fused": 2.0, "gemm": 1.0}
+    runs = {name: (lambda name=name: name) for name in timings}
+    assert encode_kernels._fastest(runs, timer=lambda fn: timings[fn()]) == "gemm"
+    timings["fused"] = 0.5
+    assert encode_kernels._fastest(runs, timer=lambda fn: timings[fn()]) == "fused"
+    x, W, b = torch.zeros(2, 4), torch.zeros(10, 4), torch.zeros(10)
+    assert encode_kernels.forward_choice(x, W, b, 3) == "fused"  # CPU tensors (interpreter): no timing
+    assert encode_kernels.forward_choice(x, W, b, 200) == "gemm"  # too wide for registers
+    monkeypatch.setenv("FASTSAE_ENCODE", "gemm")
+    assert encode_kernels.forward_choice(x, W, b, 3) == "gemm"
+    monkeypatch.setenv("FASTSAE_ENCODE", "fastest")
+    with pytest.raises(ValueError, match="FASTSAE_ENCODE"):
+        encode_kernels.forward_choice(x, W, b, 3)
 
 
 def test_fp32_tiles_follow_torchs_matmul_precision_switch():

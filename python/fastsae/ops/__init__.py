@@ -11,8 +11,9 @@ The implementation is chosen here, in one place (:func:`backend`): the fused Tri
 (:mod:`.encode_kernels`, :mod:`.decode_kernels`) for CUDA tensors, :mod:`fastsae.ops.reference`
 (the torch path, also the tests' oracle) otherwise. ``FASTSAE_BACKEND=reference`` forces the
 torch path, ``FASTSAE_BACKEND=triton`` the kernels. The fused encode keeps its running top-k in
-registers, so it takes k <= 128 (k <= 64 with k_aux <= 128); wider selections use the torch
-encode (dense GEMM + ``torch.topk``) on any device.
+registers, so it takes k <= 128 (k <= 64 with k_aux <= 128); wider selections select with a
+dense GEMM + ``torch.topk`` and keep the Triton backward (see :mod:`.encode_kernels`, which also
+times both forwards once per size on a GPU and keeps the faster; ``FASTSAE_ENCODE`` forces one).
 """
 
 from __future__ import annotations
@@ -73,23 +74,12 @@ def backend(device: torch.device | None = None, dtype: torch.dtype | None = None
 
 def topk_encode(x: torch.Tensor, W_enc: torch.Tensor, b_enc: torch.Tensor, k: int) -> SparseCode:
     """Top-k of ``ReLU(x @ W_enc.T + b_enc)`` as a :class:`SparseCode` (``x`` is ``[B, d]``)."""
-    if _fused_encode(x, k, 0):
+    if backend(x.device, x.dtype) == "triton":
         reference.check_encode(x, W_enc, b_enc, k)
         from . import encode_kernels
 
         return SparseCode(*encode_kernels.topk_encode(x, W_enc, b_enc, k))
     return SparseCode(*reference.topk_encode(x, W_enc, b_enc, k))
-
-
-def _fused_encode(x: torch.Tensor, k: int, k_aux: int) -> bool:
-    """The Triton encode runs when the backend is Triton and the kept keys fit its registers
-    (k <= 128 alone, k <= 64 with k_aux <= 128; see ``encode_kernels.plan``); wider selections
-    take the GEMM + torch.topk path, as every other trainer does."""
-    if backend(x.device, x.dtype) != "triton":
-        return False
-    from . import encode_kernels
-
-    return isinstance(k, int) and isinstance(k_aux, int) and encode_kernels.fused(max(k, 1), k_aux)
 
 
 def topk_encode_aux(x: torch.Tensor, W_enc: torch.Tensor, b_enc: torch.Tensor, k: int, dead: torch.Tensor,
@@ -101,7 +91,7 @@ def topk_encode_aux(x: torch.Tensor, W_enc: torch.Tensor, b_enc: torch.Tensor, k
         raise ValueError(f"dead must be a [n] mask with n={W_enc.shape[0]}, got {tuple(dead.shape)}")
     if isinstance(k_aux, bool) or not isinstance(k_aux, int) or not 1 <= k_aux <= W_enc.shape[0]:
         raise ValueError(f"k_aux must be an int in [1, n_latents], got {k_aux!r}")
-    if _fused_encode(x, k, k_aux):
+    if backend(x.device, x.dtype) == "triton":
         reference.check_encode(x, W_enc, b_enc, k)
         from . import encode_kernels
 

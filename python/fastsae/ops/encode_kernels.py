@@ -24,6 +24,13 @@ Forward, two stages:
 2. ``_merge_topk_kernel``: folds each row's ``n_ranges`` sorted lists with the same bitonic
    merge and unpacks the first k.
 
+The forward has a second implementation, :func:`fastsae.ops.reference.gemm_topk` (one cuBLAS
+GEMM writing ``[B, n]``, then ``torch.topk``), for selections too wide for registers (more than
+:data:`MAX_FUSED_KEYS` kept keys) and as a guard: with ``FASTSAE_ENCODE=auto`` (default) the
+first call for each problem size on a GPU times both forwards on its own inputs and keeps the
+faster, so the fused kernel is used where it wins; ``fused`` or ``gemm`` forces one. Both give
+the same selection (up to ties) and share the sparse backward below.
+
 Backward flows only through the k active entries: ``g = dvalues * (values > 0)``;
 ``dx = sum_j g[b, j] W_enc[idx[b, j]]`` (the decode gather kernel), and ``dW_enc``/``db_enc``
 by the deterministic segment reduction (no atomics, no ``[B, n]`` gradient, no ``[B, k, d]``
@@ -42,7 +49,7 @@ import triton.language as tl
 
 from ._segment import segment_order, segment_rows
 from .decode_kernels import gather_sum
-from .reference import SavedCtx
+from .reference import SavedCtx, gemm_topk
 
 MAX_RANGE_16BIT = 1 << 16  # latents per range with int32 keys: the id within the range has 16 bits
 
@@ -304,10 +311,61 @@ def merge_rows(width: int) -> int:
     return max(1, 1024 // width)
 
 
+FORWARDS = ("auto", "fused", "gemm")
+_CHOSEN: dict[tuple, str] = {}
+
+
+def forward_choice(x, W_enc, b_enc, k: int, dead=None, k_aux: int = 0) -> str:
+    """Which forward selects the code for these inputs: ``"fused"`` (the streaming kernel) or
+    ``"gemm"`` (:func:`~fastsae.ops.reference.gemm_topk`). ``FASTSAE_ENCODE`` forces one; under
+    ``auto`` a GPU times both once per problem size (B and k_aux rounded up to powers of two, n,
+    d, k, dtype, fp32 precision) and keeps the faster; elsewhere (the interpreter) the kernel."""
+    choice = os.environ.get("FASTSAE_ENCODE", "auto").lower()
+    if choice not in FORWARDS:
+        raise ValueError(f"FASTSAE_ENCODE must be one of {FORWARDS}, got {choice!r}")
+    if not fused(max(k, 1), k_aux if dead is not None else 0):
+        return "gemm"
+    if choice != "auto":
+        return choice
+    if x.device.type != "cuda":
+        return "fused"
+    # k_aux by its register width: AuxK's k_aux follows the dead count step by step
+    key = (x.device.index, triton.next_power_of_2(max(x.shape[0], 1)), W_enc.shape[0], x.shape[1], k,
+           key_width(k_aux) if dead is not None and k_aux > 0 else 0, x.dtype, ieee_fp32())
+    if key not in _CHOSEN:
+        _CHOSEN[key] = _fastest({"fused": lambda: _select("fused", x, W_enc, b_enc, k, dead, k_aux),
+                                 "gemm": lambda: _select("gemm", x, W_enc, b_enc, k, dead, k_aux)})
+    return _CHOSEN[key]
+
+
+def _fastest(runs: dict, timer=None) -> str:
+    """The name of the fastest of ``runs`` (name -> callable), by ``timer(fn)`` in ms."""
+    timer = timer or _time_ms
+    times = {name: timer(fn) for name, fn in runs.items()}
+    return min(times, key=times.get)
+
+
+def _time_ms(fn, reps: int = 3) -> float:
+    fn()  # warm-up: compilation, allocations
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(reps):
+        fn()
+    end.record()
+    end.synchronize()
+    return start.elapsed_time(end) / reps
+
+
+def _select(how: str, x, W_enc, b_enc, k: int, dead=None, k_aux: int = 0):
+    if how == "fused":
+        return topk_candidates(x, W_enc, b_enc, k, dead=dead, k_aux=k_aux)
+    return gemm_topk(x, W_enc, b_enc, k, dead, k_aux)
+
+
 class TopKEncode(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, W_enc, b_enc, k):
-        indices, values = topk_candidates(x, W_enc, b_enc, k)
+        indices, values = _select(forward_choice(x, W_enc, b_enc, k), x, W_enc, b_enc, k)
         ctx.save_for_backward(x, W_enc, indices, values)
         ctx.mark_non_differentiable(indices)
         return indices, values
@@ -336,7 +394,8 @@ class TopKEncodeAux(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, W_enc, b_enc, k, dead, k_aux):
-        (indices, values), (aux_indices, aux_values) = topk_candidates(x, W_enc, b_enc, k, dead=dead, k_aux=k_aux)
+        how = forward_choice(x, W_enc, b_enc, k, dead, k_aux)
+        (indices, values), (aux_indices, aux_values) = _select(how, x, W_enc, b_enc, k, dead, k_aux)
         ctx.save_for_backward(x, W_enc, torch.cat([indices, aux_indices], 1), torch.cat([values, aux_values], 1))
         ctx.mark_non_differentiable(indices, aux_indices)
         return indices, values, aux_indices, aux_values

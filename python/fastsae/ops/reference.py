@@ -32,12 +32,25 @@ def check_encode(x: torch.Tensor, W_enc: torch.Tensor, b_enc: torch.Tensor, k: i
         raise TypeError(f"x, W_enc and b_enc must share one floating dtype, got {x.dtype}, {W_enc.dtype}, {b_enc.dtype}")
 
 
+def gemm_topk(x, W_enc, b_enc, k: int, dead: torch.Tensor | None = None, k_aux: int = 0):
+    """The dense selection every other trainer does: the ``[B, n]`` pre-activations (one GEMM),
+    then ``torch.topk``. Returns (indices, values) and, with ``dead``, also (aux_indices,
+    aux_values): the top-``k_aux`` among dead latents, value 0 where fewer are positive."""
+    pre = torch.addmm(b_enc, x, W_enc.t())  # [B, n]
+    top, indices = pre.topk(k, dim=1)  # ReLU is monotone: top-k of ReLU(pre) = ReLU(top-k)
+    values = top.clamp_min(0)
+    if dead is None:
+        return indices, values
+    masked = pre.masked_fill_(~dead.to(torch.bool)[None, :], float("-inf"))  # pre is not needed again
+    atop, aux_indices = masked.topk(k_aux, dim=1)
+    aux_values = torch.where(torch.isfinite(atop), atop.clamp_min(0), torch.zeros((), dtype=atop.dtype, device=atop.device))
+    return (indices, values), (aux_indices, aux_values)
+
+
 class TopKEncode(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, W_enc, b_enc, k):
-        pre = torch.addmm(b_enc, x, W_enc.t())  # [B, n]
-        top, indices = pre.topk(k, dim=1)  # ReLU is monotone: top-k of ReLU(pre) = ReLU(top-k)
-        values = top.clamp_min(0)
+        indices, values = gemm_topk(x, W_enc, b_enc, k)
         ctx.save_for_backward(x, W_enc, indices, values)
         ctx.mark_non_differentiable(indices)
         return indices, values
@@ -147,12 +160,7 @@ class TopKEncodeAux(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, W_enc, b_enc, k, dead, k_aux):
-        pre = torch.addmm(b_enc, x, W_enc.t())
-        top, indices = pre.topk(k, dim=1)
-        masked = pre.masked_fill(~dead.to(torch.bool)[None, :], float("-inf"))
-        atop, aux_indices = masked.topk(k_aux, dim=1)
-        values = top.clamp_min(0)
-        aux_values = torch.where(torch.isfinite(atop), atop.clamp_min(0), torch.zeros((), dtype=atop.dtype))
+        (indices, values), (aux_indices, aux_values) = gemm_topk(x, W_enc, b_enc, k, dead, k_aux)
         ctx.save_for_backward(x, W_enc, torch.cat([indices, aux_indices], 1), torch.cat([values, aux_values], 1))
         ctx.mark_non_differentiable(indices, aux_indices)
         return indices, values, aux_indices, aux_values
