@@ -186,6 +186,22 @@ def test_prefetching_batches_changes_nothing(monkeypatch):
         torch.testing.assert_close(pre.sae.state_dict()[name], p, rtol=1e-6, atol=1e-7, msg=name)
 
 
+def test_data_on_device_gives_the_same_run():
+    """data_on_device=True (the GPU default when it fits): the data is copied to the device
+    once, from float64 too, and batches are gathered there; the same batches as from the host."""
+    X = planted(n_rows=2000).astype(np.float64)  # converted to the parameter dtype on the way
+    kw = dict(epochs=3, dead_window=400, batch_size=150)
+    host = train(X, small_config(data_on_device=False, **kw))
+    dev = train(X, small_config(data_on_device=True, **kw))
+    assert len(host.history) == len(dev.history)
+    for a, b in zip(host.history, dev.history):
+        for key in a:
+            if key != "examples_per_s":
+                assert b[key] == pytest.approx(a[key], rel=1e-6, abs=1e-9, nan_ok=True), key
+    for name, p in host.sae.state_dict().items():
+        torch.testing.assert_close(dev.sae.state_dict()[name], p, rtol=1e-6, atol=1e-7, msg=name)
+
+
 def test_bad_input(tmp_path):
     X = planted(n_rows=1000)
     bad = X.copy()

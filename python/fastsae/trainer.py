@@ -90,6 +90,9 @@ class TrainConfig:
     """Load the next batch on a background thread while the current step runs (into pinned
     memory, copied asynchronously, on a GPU). None: on when training on a GPU, where the host's
     gather of a batch otherwise takes as long as the step itself."""
+    data_on_device: bool | None = None
+    """Copy the training data to the device once and gather each batch there: no host work per
+    step. None: on a GPU when the data (in ``dtype``) takes at most a quarter of its free memory."""
 
     def __post_init__(self):
         for name in ("n_latents", "k", "batch_size", "log_every", "checkpoint_every", "median_sample"):
@@ -256,6 +259,21 @@ def _load_checkpoint(ckpt_dir: str, device) -> tuple[TopKSAE, dict] | None:
 
 
 # ------------------------------------------------------------------------------------------------
+
+
+def _resident_data(source: ArraySource, cfg: TrainConfig, dtype: torch.dtype, device: torch.device):
+    """The whole data array on ``device`` (in ``dtype``) when ``cfg.data_on_device`` asks for it
+    or, left at None, when it fits a quarter of the GPU's free memory; else None."""
+    nbytes = source.n_rows * source.d * torch.empty((), dtype=dtype).element_size()
+    want = cfg.data_on_device
+    if want is None:
+        want = device.type == "cuda" and nbytes <= torch.cuda.mem_get_info(device)[0] // 4
+    if not want:
+        return None
+    out = torch.empty(source.n_rows, source.d, dtype=dtype, device=device)
+    for a, block in source.chunks():  # bounded host memory, whatever N
+        out[a : a + block.shape[0]].copy_(torch.from_numpy(block).to(dtype))
+    return out
 
 
 def _aux_loss(aux_code, W_dec: torch.Tensor, residual: torch.Tensor, project_grad: bool = False):
@@ -463,6 +481,7 @@ def train(data: Any, config: TrainConfig, *, eval_data: Any = None, init: TopKSA
     # epoch (not per step: at N = 1M a permutation costs about as much as a GPU step).
     epoch_order: dict[int, np.ndarray] = {}
     pin = device.type == "cuda"
+    resident = _resident_data(source, cfg, dtype, device)
 
     def load(s: int) -> torch.Tensor:
         epoch, pos = divmod(s, steps_per_epoch)
@@ -470,10 +489,13 @@ def train(data: Any, config: TrainConfig, *, eval_data: Any = None, init: TopKSA
             epoch_order.clear()
             epoch_order[epoch] = np.random.default_rng([cfg.seed, epoch]).permutation(n_train)
         batch_rows = train_rows[epoch_order[epoch][pos * cfg.batch_size : (pos + 1) * cfg.batch_size]]
-        x = source.rows(batch_rows[rank * local : (rank + 1) * local], dtype=dtype)
+        mine = batch_rows[rank * local : (rank + 1) * local]
+        if resident is not None:
+            return resident.index_select(0, torch.from_numpy(mine).to(device, non_blocking=True))
+        x = source.rows(mine, dtype=dtype)
         return x.pin_memory() if pin else x
 
-    prefetch = cfg.prefetch if cfg.prefetch is not None else device.type == "cuda"
+    prefetch = resident is None and (cfg.prefetch if cfg.prefetch is not None else device.type == "cuda")
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fastsae-batches") if prefetch else None
     pending = None
     try:
