@@ -505,7 +505,8 @@ def train(data: Any, config: TrainConfig, *, eval_data: Any = None, init: TopKSA
             pending = pool.submit(load, step + 1) if pool is not None and step + 1 < total_steps else None
 
             dead = since_fired >= dead_window  # from the steps before this one
-            # The step's one host synchronisation: k_aux and whether AuxK runs depend on it.
+            # A host synchronisation (the other is the decode's index check): k_aux and whether
+            # AuxK runs depend on the dead count.
             n_dead = int(dead.sum()) if cfg.aux_alpha > 0 else 0
             target = (x - sae.data_mean) / sae.data_std if standardized else x  # sae.standardize, minus its sync
             z = (target - sae.b_pre).to(cdtype)
@@ -525,8 +526,9 @@ def train(data: Any, config: TrainConfig, *, eval_data: Any = None, init: TopKSA
             if n_dead:
                 aux = _aux_loss(aux_code, W_dec, (target - recon).detach(), fused_projection)
                 loss = loss + cfg.aux_alpha * aux / world
+            # scatter, not mask indexing: no host synchronisation
             fired = torch.zeros(cfg.n_latents, dtype=torch.int64, device=device).scatter_reduce_(
-                0, code.indices.reshape(-1), (code.values > 0).reshape(-1).long(), reduce="amax")  # no mask indexing: no sync
+                0, code.indices.reshape(-1), (code.values > 0).reshape(-1).long(), reduce="amax")
             fired = _all_reduce_(fired) > 0
             since_fired = torch.where(fired, torch.zeros_like(since_fired), since_fired + cfg.batch_size)
             opt.zero_grad(set_to_none=True)
