@@ -24,7 +24,7 @@ def run(X, args, compute_dtype, backend) -> float:
     os.environ["FASTSAE_BACKEND"] = backend
     cfg = fastsae.TrainConfig(n_latents=args.n, k=args.k, batch_size=args.batch, lr=1e-4, max_steps=args.steps,
                               log_every=args.steps // 3, checkpoint_every=10**9, eval_fraction=0.01,
-                              median_sample=4096, dead_window=args.batch * 4, progress=False, device="cuda",
+                              median_sample=4096, dead_window=args.batch * 4, progress=False, device=args.device,
                               compute_dtype=compute_dtype)
     res = fastsae.train(X, cfg)
     rates = [h["examples_per_s"] for h in res.history[1:]]  # the first record holds compilation
@@ -39,15 +39,16 @@ def main() -> int:
     ap.add_argument("--batch", type=int, default=4096)
     ap.add_argument("--steps", type=int, default=60)
     ap.add_argument("--rows", type=int, default=200_000)
+    ap.add_argument("--device", default="cuda", help="cuda; cpu only to dry-run this script")
     args = ap.parse_args()
-    if not torch.cuda.is_available():
+    if args.device == "cuda" and not torch.cuda.is_available():
         print("no CUDA GPU: skipping the training-throughput benchmark")
         return 0
     from _common import save_result
 
     rng = np.random.default_rng(0)
     X = rng.standard_normal((args.rows, args.d), dtype=np.float32)
-    gpu = torch.cuda.get_device_name()
+    gpu = torch.cuda.get_device_name() if args.device == "cuda" else "cpu (dry run)"
     rec = {"gpu": gpu, "d": args.d, "n": args.n, "k": args.k, "batch": args.batch, "steps": args.steps}
     for name, cd, backend in (("fastsae_fp32", None, "auto"), ("fastsae_bf16", "bfloat16", "auto"),
                               ("torch_path_fp32", None, "reference"), ("torch_path_bf16", "bfloat16", "reference")):
@@ -57,13 +58,15 @@ def main() -> int:
         except Exception as e:  # noqa: BLE001 - a baseline that cannot run is reported, not fatal
             rec[f"{name}_error"] = f"{type(e).__name__}: {e}"[:500]
             print(f"{name:16s}: failed ({rec[f'{name}_error']})", flush=True)
-        torch.cuda.empty_cache()
+        if args.device == "cuda":
+            torch.cuda.empty_cache()
     for ours, base in (("fastsae_bf16", "torch_path_bf16"), ("fastsae_bf16", "fastsae_fp32")):
         a, b = rec.get(f"{ours}_examples_per_s"), rec.get(f"{base}_examples_per_s")
         if a and b:
             rec[f"{ours}_over_{base}"] = a / b
             print(f"{ours} vs {base}: {a / b:.2f}x")
-    save_result(f"train_gpu_{gpu.replace(' ', '_')}_d{args.d}_n{args.n}_k{args.k}", rec)
+    if args.device == "cuda":  # a CPU dry run records nothing
+        save_result(f"train_gpu_{gpu.replace(' ', '_')}_d{args.d}_n{args.n}_k{args.k}", rec)
     return 0
 
 
