@@ -156,6 +156,18 @@ def test_bf16_mixed_precision_trains_like_fp32_with_fp32_state(monkeypatch):
         small_config(compute_dtype="float16")
 
 
+def assert_same_run(a, b):
+    """Two runs over the same batches in the same order: every metric but the throughput, and
+    every parameter, equal up to the last bits (kernels may split work differently)."""
+    assert len(a.history) == len(b.history)
+    for ha, hb in zip(a.history, b.history):
+        for key in ha:
+            if key != "examples_per_s":
+                assert hb[key] == pytest.approx(ha[key], rel=1e-6, abs=1e-9, nan_ok=True), key
+    for name, p in a.sae.state_dict().items():
+        torch.testing.assert_close(b.sae.state_dict()[name], p, rtol=1e-6, atol=1e-7, msg=name)
+
+
 def test_prefetching_batches_changes_nothing(monkeypatch):
     """prefetch=True loads batches on a background thread (the GPU default): the same batches,
     so the same metrics and parameters as loading them in the loop."""
@@ -176,14 +188,7 @@ def test_prefetching_batches_changes_nothing(monkeypatch):
     monkeypatch.setattr(ArraySource, "rows", spy)
     pre = train(X, small_config(prefetch=True, **kw))
     assert sum(t.startswith("fastsae-batches") for t in threads) >= pre.steps - 1
-    # Same batches in the same order; only thread scheduling differs, so allow the last bits.
-    assert len(plain.history) == len(pre.history)
-    for a, b in zip(plain.history, pre.history):
-        for key in a:
-            if key != "examples_per_s":
-                assert b[key] == pytest.approx(a[key], rel=1e-6, abs=1e-9, nan_ok=True), key
-    for name, p in plain.sae.state_dict().items():
-        torch.testing.assert_close(pre.sae.state_dict()[name], p, rtol=1e-6, atol=1e-7, msg=name)
+    assert_same_run(plain, pre)  # only thread scheduling differs
 
 
 def test_data_on_device_gives_the_same_run():
@@ -193,13 +198,7 @@ def test_data_on_device_gives_the_same_run():
     kw = dict(epochs=3, dead_window=400, batch_size=150)
     host = train(X, small_config(data_on_device=False, **kw))
     dev = train(X, small_config(data_on_device=True, **kw))
-    assert len(host.history) == len(dev.history)
-    for a, b in zip(host.history, dev.history):
-        for key in a:
-            if key != "examples_per_s":
-                assert b[key] == pytest.approx(a[key], rel=1e-6, abs=1e-9, nan_ok=True), key
-    for name, p in host.sae.state_dict().items():
-        torch.testing.assert_close(dev.sae.state_dict()[name], p, rtol=1e-6, atol=1e-7, msg=name)
+    assert_same_run(host, dev)
 
 
 def test_bad_input(tmp_path):
