@@ -57,6 +57,8 @@ def test_standardisation_is_applied_and_stored(tmp_path):
     loaded = TopKSAE.load(tmp_path / "m")
     assert bool(loaded.standardized)
     torch.testing.assert_close(loaded.encode(x).values, a.values)
+    loaded.load_state_dict(TopKSAE(6, 20, 3).state_dict())  # the flag follows the loaded state
+    assert torch.equal(loaded.standardize(x), x)
     with pytest.raises(ValueError, match="> 0"):
         sae.set_standardization(mean, torch.zeros(6))
 

@@ -58,6 +58,10 @@ class TopKSAE(nn.Module):
         self.register_buffer("data_mean", torch.zeros(d_in, **f))
         self.register_buffer("data_std", torch.ones(d_in, **f))
         self.register_buffer("standardized", torch.zeros((), dtype=torch.bool, device=device))
+        # Host-side copy of the flag, so that (de)standardising a batch never waits for the GPU
+        # to read it; kept in step by set_standardization and after load_state_dict.
+        self._standardized = False
+        self.register_load_state_dict_post_hook(lambda m, _keys: setattr(m, "_standardized", bool(m.standardized)))
         self.reset_parameters()
 
     @torch.no_grad()
@@ -83,18 +87,20 @@ class TopKSAE(nn.Module):
             self.data_mean.zero_()
             self.data_std.fill_(1)
             self.standardized.fill_(False)
+            self._standardized = False
             return
         if not torch.all(torch.as_tensor(std) > 0):
             raise ValueError("standard deviations must be > 0")
         self.data_mean.copy_(torch.as_tensor(mean))
         self.data_std.copy_(torch.as_tensor(std))
         self.standardized.fill_(True)
+        self._standardized = True
 
     def standardize(self, x: torch.Tensor) -> torch.Tensor:
-        return (x - self.data_mean) / self.data_std if bool(self.standardized) else x
+        return (x - self.data_mean) / self.data_std if self._standardized else x
 
     def destandardize(self, x: torch.Tensor) -> torch.Tensor:
-        return x * self.data_std + self.data_mean if bool(self.standardized) else x
+        return x * self.data_std + self.data_mean if self._standardized else x
 
     # -- the model -----------------------------------------------------------------------------
     def _check_input(self, x: torch.Tensor) -> None:

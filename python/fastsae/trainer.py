@@ -438,7 +438,6 @@ def train(data: Any, config: TrainConfig, *, eval_data: Any = None, init: TopKSA
     # a .item() per step would make the host wait for each step to finish before it loads the
     # next batch, instead of loading it while the GPU runs the backward pass.
     acc, acc_steps = torch.zeros(3, dtype=torch.float64, device=device), 0
-    standardized = bool(sae.standardized)
     t_last, ex_last = time.perf_counter(), step * cfg.batch_size
 
     bar = None
@@ -508,7 +507,7 @@ def train(data: Any, config: TrainConfig, *, eval_data: Any = None, init: TopKSA
             # A host synchronisation (the other is the decode's index check): k_aux and whether
             # AuxK runs depend on the dead count.
             n_dead = int(dead.sum()) if cfg.aux_alpha > 0 else 0
-            target = (x - sae.data_mean) / sae.data_std if standardized else x  # sae.standardize, minus its sync
+            target = sae.standardize(x)
             z = (target - sae.b_pre).to(cdtype)
             W_enc, b_enc, W_dec = (p.to(cdtype) for p in (sae.W_enc, sae.b_enc, sae.W_dec))
             if n_dead:
