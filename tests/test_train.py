@@ -72,7 +72,8 @@ def test_initialisation_paper_recipe():
     assert cos.min() > 0.999
     with torch.no_grad():
         out = sae(torch.from_numpy(X[:500]))
-        ratio = (out.recon - sae.b_pre).norm(dim=1).mean() / (out.target - sae.b_pre).norm(dim=1).mean()
+        ratio = ((out.recon_standardized - sae.b_pre).norm(dim=1).mean()
+                 / (out.target_standardized - sae.b_pre).norm(dim=1).mean())  # b_pre: SAE space
     assert 0.8 < float(ratio) < 1.25  # initial reconstructions match input magnitudes
 
 

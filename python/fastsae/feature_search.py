@@ -11,9 +11,11 @@ for a feature the query already activates the value *scales* its activation (0 r
 for any other feature it *adds* it with activation ``value x`` its typical activation (the
 mean of its non-zero activations over the corpus).
 
-The edit is applied as a difference, ``x' = x + (decode(z') - decode(z))``, so the part of
+The edit is applied as a difference, ``x' = x + (decode(z') - decode(z))`` with ``x`` the raw
+query embedding and ``decode`` returning the same (input) space, so the part of
 the query the SAE does not reconstruct is kept: with no edit the search is plain embedding
-search, and steering moves the query only along the edited features' decoder directions.
+search, and steering moves the query only along the edited features' input-space directions
+(:meth:`TopKSAE.feature_directions`).
 """
 
 from __future__ import annotations
@@ -160,11 +162,11 @@ class Searcher:
         new_v = torch.cat([val, torch.tensor(extra_v, dtype=val.dtype)])
         from .ops import SparseCode
 
+        # x is a raw embedding (input space) and decode() returns the input space too, so the
+        # difference is the edit there (the standardisation mean cancels in it).
         before = sae.decode(SparseCode(idx[None], code.values[0][None].clone()))
         after = sae.decode(SparseCode(new_i[None], new_v[None].to(before.dtype)))
-        # the edit as a difference in input space (decode() works in standardised space)
-        delta = (after - before) * (sae.data_std if bool(sae.standardized) else 1.0)
-        y = (x + delta)[0].double().numpy()
+        y = (x + (after - before))[0].double().numpy()
         y = y / max(np.linalg.norm(y), 1e-12)
         scores = self.unit.astype(np.float64) @ y
         ranking = np.argsort(-scores, kind="stable")

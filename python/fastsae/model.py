@@ -1,18 +1,33 @@
 """The top-k sparse autoencoder (paper appendix A.1).
 
-    h     = TopK(ReLU(W_enc (x - b_pre) + b_enc))      k active latents per example
-    x_hat = W_dec^T h + b_pre                          b_dec is tied to b_pre
+    z     = (x - mean) / std                           standardisation (the paper's default)
+    h     = TopK(ReLU(W_enc (z - b_pre) + b_enc))      k active latents per example
+    z_hat = W_dec^T h + b_pre                          b_dec is tied to b_pre
+    x_hat = z_hat * std + mean                         back in the input space
 
 ``W_enc`` and ``W_dec`` are both ``[n, d]`` (one row per latent) and the decoder rows are kept
-at unit norm by the trainer. Inputs may be standardised (zero mean, unit variance per
-dimension, the paper's default); the statistics live in the model's buffers and checkpoint so
-new data gets the same transform. ``encode``/``forward`` take raw inputs; reconstructions are
-in the standardised space (``destandardize`` maps them back).
+at unit norm by the trainer. The per-dimension statistics live in the model's buffers and
+checkpoint so new data gets the same transform; without them (``set_standardization(None,
+None)``, every converted foreign checkpoint) the transform is the identity.
+
+Two spaces, one rule: the public methods speak the space of what they are given.
+
+* the *input space* (raw embeddings, what the user holds): ``encode(x)``, ``decode(code)``
+  and ``sae(x).recon`` take and return it by default, so ``sae.decode(sae.encode(x))``
+  approximates ``x``; ``feature_directions()`` gives each latent's direction there;
+* the *standardised space* (the SAE's own, where ``W_dec``, ``b_pre`` and the training loss
+  live): ``encode(z, standardized=True)``, ``decode(code, standardized=True)``,
+  ``sae(z, standardized=True)`` and the ``*_standardized`` fields of :class:`SAEOutput`.
+
+``mse`` is always measured in the standardised space (it is what the trainer minimises) and
+``nmse`` is always a normalised MSE, see :class:`SAEOutput`.
 """
 
 from __future__ import annotations
 
 import json
+import math
+import numbers
 import os
 from typing import NamedTuple
 
@@ -27,18 +42,38 @@ FORMAT_VERSION = 1
 
 
 class SAEOutput(NamedTuple):
-    """What ``sae(x)`` returns."""
+    """What ``sae(x)`` returns.
+
+    ``recon`` and ``target`` are in the space of the ``x`` passed: the input space by default,
+    the standardised space when the caller passes ``standardized=True`` (the input is then
+    already standardised and the two pairs of fields coincide). ``mse`` and ``nmse`` are
+    measured in the standardised space in both cases, on ``recon_standardized`` against
+    ``target_standardized``.
+    """
 
     recon: torch.Tensor
-    """``[B, d]`` reconstruction, in the (standardised) space the SAE works in."""
+    """``[B, d]`` reconstruction in the space of the input (``destandardize`` of ``recon_standardized``)."""
     code: SparseCode
     """The top-k code of each example."""
     target: torch.Tensor
-    """``[B, d]`` the (standardised) input the reconstruction is compared with."""
+    """``[B, d]`` the input as given (cast to the model's dtype)."""
     mse: torch.Tensor
-    """Mean squared error over the batch (scalar)."""
+    """Scalar ``mean_b ||target_standardized_b - recon_standardized_b||^2``: the squared error
+    summed over dimensions and averaged over the batch, in the standardised space (the
+    quantity the trainer minimises, before dividing by its ``mse_scale``)."""
     nmse: torch.Tensor
-    """``mse / mse_scale`` (the paper's normalised MSE) when a scale is given, else ``mse``."""
+    """Scalar normalised MSE (paper appendix A: the MSE divided by the error of predicting the
+    mean), in the standardised space: ``mse / mse_scale`` when ``mse_scale`` is given (the
+    trainer passes the training set's total variance around its mean, a global factor), else
+    ``mse / mean_b ||target_standardized_b - mean_b' target_standardized_b'||^2`` (the batch's
+    own total variance around its mean). That variance is 0 for a batch of one example or of
+    identical rows (taken as 0 when it is below the dtype's eps times the batch's mean squared
+    norm, i.e. rounding): ``nmse`` is then NaN (not inf, and without a host sync); pass
+    ``mse_scale`` to normalise such batches."""
+    recon_standardized: torch.Tensor
+    """``[B, d]`` reconstruction in the standardised space (``W_dec^T h + b_pre``)."""
+    target_standardized: torch.Tensor
+    """``[B, d]`` the standardised input the reconstruction is compared with."""
 
 
 class TopKSAE(nn.Module):
@@ -97,9 +132,11 @@ class TopKSAE(nn.Module):
         self._standardized = True
 
     def standardize(self, x: torch.Tensor) -> torch.Tensor:
+        """Input space -> the SAE's standardised space (the identity without statistics)."""
         return (x - self.data_mean) / self.data_std if self._standardized else x
 
     def destandardize(self, x: torch.Tensor) -> torch.Tensor:
+        """Standardised space -> input space (for points, not directions: it adds the mean)."""
         return x * self.data_std + self.data_mean if self._standardized else x
 
     # -- the model -----------------------------------------------------------------------------
@@ -113,19 +150,60 @@ class TopKSAE(nn.Module):
         z = x.to(self.W_enc.dtype) if standardized else self.standardize(x.to(self.W_enc.dtype))
         return ops.topk_encode(z - self.b_pre, self.W_enc, self.b_enc, self.k)
 
-    def decode(self, code: SparseCode) -> torch.Tensor:
-        """``[B, d]`` reconstruction (standardised space) of a :class:`SparseCode`."""
-        return ops.sparse_decode(code.indices, code.values, self.W_dec, self.b_pre)
+    def decode(self, code: SparseCode, *, standardized: bool = False) -> torch.Tensor:
+        """``[B, d]`` reconstruction of a :class:`SparseCode`, in the input space (the space
+        :meth:`encode` takes by default), so ``decode(encode(x))`` approximates ``x``.
+
+        ``standardized=True`` returns it in the SAE's own standardised space instead
+        (``W_dec^T h + b_pre``), mirroring ``encode(z, standardized=True)``. Both are the same
+        for a model without standardisation (e.g. every converted foreign checkpoint)."""
+        recon = ops.sparse_decode(code.indices, code.values, self.W_dec, self.b_pre)
+        return recon if standardized else self.destandardize(recon)
 
     def forward(self, x: torch.Tensor, *, mse_scale: float | torch.Tensor | None = None,
                 standardized: bool = False) -> SAEOutput:
+        """Encode and decode ``x`` ``[B, d]``; see :class:`SAEOutput` for the fields and their
+        spaces. ``standardized=True``: ``x`` is already standardised (``recon`` is then in
+        that space too). ``mse_scale``: the normaliser of ``nmse`` (a positive number or a
+        scalar tensor, in the standardised space); None normalises by the batch's variance."""
         self._check_input(x)
-        target = x.to(self.W_enc.dtype) if standardized else self.standardize(x.to(self.W_enc.dtype))
-        code = ops.topk_encode(target - self.b_pre, self.W_enc, self.b_enc, self.k)
-        recon = self.decode(code)
-        mse = (recon - target).pow(2).sum(dim=1).mean()
-        nmse = mse if mse_scale is None else mse / mse_scale
-        return SAEOutput(recon, code, target, mse, nmse)
+        if mse_scale is not None and not isinstance(mse_scale, torch.Tensor):
+            if isinstance(mse_scale, bool) or not isinstance(mse_scale, numbers.Real):
+                raise TypeError(f"mse_scale must be a number or a tensor, got {type(mse_scale).__name__}")
+            if not (math.isfinite(float(mse_scale)) and mse_scale > 0):
+                raise ValueError(f"mse_scale must be finite and > 0, got {mse_scale!r}")
+        x = x.to(self.W_enc.dtype)
+        target_z = x if standardized else self.standardize(x)
+        code = ops.topk_encode(target_z - self.b_pre, self.W_enc, self.b_enc, self.k)
+        recon_z = ops.sparse_decode(code.indices, code.values, self.W_dec, self.b_pre)
+        mse = (recon_z - target_z).pow(2).sum(dim=1).mean()
+        if mse_scale is None:
+            var = (target_z - target_z.mean(dim=0)).pow(2).sum(dim=1).mean()
+            # "no variance" up to rounding: identical rows leave ~eps^2 |z|^2 behind, not 0
+            ok = var > torch.finfo(var.dtype).eps * target_z.pow(2).sum(dim=1).mean()
+            # divide by 1 where var == 0 so the discarded branch has no inf/NaN gradient either
+            nmse = torch.where(ok, mse / torch.where(ok, var, torch.ones_like(var)), torch.full_like(mse, math.nan))
+        else:
+            nmse = mse / mse_scale
+        recon = recon_z if standardized else self.destandardize(recon_z)
+        return SAEOutput(recon, code, x, mse, nmse, recon_z, target_z)
+
+    @torch.no_grad()
+    def feature_directions(self) -> torch.Tensor:
+        """``[n, d]`` each latent's decoder direction in the input space, as unit rows.
+
+        Latent ``j`` adds ``h_j * W_dec[j]`` to the standardised reconstruction, which is
+        ``h_j * W_dec[j] * std`` in the input space, so this is ``W_dec · diag(data_std)`` with
+        rows normalised (an all-zero row stays zero). Without standardisation it is just the
+        normalised ``W_dec``. Compare decoders of SAEs with different standardisations (other
+        corpora), or a decoder with anything outside the SAE (planted features, embeddings),
+        through this; ``W_dec`` itself is only comparable within one standardised space.
+        Detached, in the weights' dtype (at least float32)."""
+        dtype = torch.promote_types(self.W_dec.dtype, torch.float32)
+        w = self.W_dec.detach().to(dtype)
+        if self._standardized:
+            w = w * self.data_std.to(dtype)
+        return w / torch.linalg.vector_norm(w, dim=1, keepdim=True).clamp_min(torch.finfo(dtype).tiny)
 
     @torch.no_grad()
     def normalize_decoder_(self) -> None:

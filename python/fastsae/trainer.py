@@ -301,7 +301,8 @@ def _evaluate(sae: TopKSAE, source: ArraySource, rows: np.ndarray, mse_scale: fl
     for a in range(0, rows.size, batch):
         x = source.rows(rows[a : a + batch], dtype=sae.W_enc.dtype).to(device)
         out = sae(x)
-        se += float((out.recon - out.target).pow(2).sum())
+        # in the standardised space, where mse_scale (the training data's variance) lives
+        se += float((out.recon_standardized - out.target_standardized).pow(2).sum())
         v = out.code.values
         active = v > 0
         act_sum += float(v[active].sum())
