@@ -59,9 +59,9 @@ def main() -> None:
         sae = fastsae.train(corpus.embeddings, cfg).sae
         codes = fastsae.encode_dataset(sae, corpus.embeddings)
         cooc = fastsae.cooccurrence(codes.indices, codes.values, n)
-        # Decoder directions live in the standardised space: map them back before comparing.
-        W = sae.W_dec.detach().double() * sae.data_std.double()
-        rec = features_recovered(W.numpy(), corpus.features)
+        # The planted features live in the input space: compare the SAE's input-space directions
+        # (features_recovered takes them from sae.feature_directions()).
+        rec = features_recovered(sae, corpus.features)
         row = {"seed": seed, "n_true": corpus.n_true, "n_latents": n,
                "true_l0": float(np.diff(corpus.activations.indptr).mean()), "features_recovered": rec.fraction}
         for method in ("paper", "precise"):

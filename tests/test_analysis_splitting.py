@@ -576,6 +576,51 @@ def test_cross_domain_matches_bruteforce(rng, features, with_codes, shared):
         assert res.activation_similarity is None and res.mean_activation_similarity is None
 
 
+def _sae_with_directions(U, perm, mean, std, seed):
+    """A standardised TopKSAE whose input-space directions are U[perm]: W_dec = U[perm] / std
+    (row-normalised), because latent j moves the input-space reconstruction along W_dec[j] * std."""
+    sae = fastsae.TopKSAE(U.shape[1], len(perm), 3, dtype=torch.float64)
+    W = U[perm] / std
+    with torch.no_grad():
+        sae.W_dec.copy_(torch.from_numpy(W / np.linalg.norm(W, axis=1, keepdims=True)))
+        sae.W_enc.normal_(generator=torch.Generator().manual_seed(seed))
+    sae.set_standardization(torch.from_numpy(mean), torch.from_numpy(std))
+    return sae
+
+
+def test_cross_domain_matches_in_the_input_space(rng):
+    """Two SAEs trained on different corpora (different standardisations) that learned the same
+    input-space directions in different orders: matched one to one at cosine 1 in the input
+    space; the same decoders compared in their two standardised spaces are mismatched."""
+    d, m = 12, 30
+    U = unit(rng.normal(size=(m, d)))
+    perm_a, perm_b = rng.permutation(m), rng.permutation(m)
+    std_a = np.logspace(-1, 1, d)
+    std_b = std_a[::-1].copy()
+    sae_a = _sae_with_directions(U, perm_a, rng.normal(size=d) * 10, std_a, 0)
+    sae_b = _sae_with_directions(U, perm_b, rng.normal(size=d) * 10, std_b, 1)
+    truth = np.argsort(perm_b)[perm_a]  # feature i of a is U[perm_a[i]] = feature truth[i] of b
+    # brute force in float64 numpy, from the weights and the statistics by hand
+    dir_a = sae_a.W_dec.detach().numpy() * std_a
+    dir_b = sae_b.W_dec.detach().numpy() * std_b
+    full = cos_matrix(dir_b, dir_a)  # [n_a, n_b]
+    np.testing.assert_array_equal(full.argmax(axis=1), truth)
+    res = S.cross_domain_matches(sae_a, sae_b)
+    np.testing.assert_array_equal(res.match, truth)
+    np.testing.assert_allclose(res.cosine, 1.0, atol=1e-12)
+    raw = S.cross_domain_matches(sae_a.feature_directions(), sae_b.feature_directions())
+    np.testing.assert_array_equal(raw.match, truth)
+    # what the standardised spaces would have said: many features matched wrongly
+    wrong = S.cross_domain_matches(sae_a.W_dec, sae_b.W_dec)
+    np.testing.assert_array_equal(wrong.match, cos_matrix(sae_b.W_dec.detach().numpy(),
+                                                          sae_a.W_dec.detach().numpy()).argmax(axis=1))
+    assert (wrong.match != truth).mean() >= 0.1 and wrong.mean_cosine < 0.5
+    # within one run (shared standardisation) a TopKSAE still means its W_dec
+    nn = S.decoder_similarity(sae_a, sae_b)
+    np.testing.assert_array_equal(nn.indices[:, 0], cos_matrix(sae_a.W_dec.detach().numpy(),
+                                                               sae_b.W_dec.detach().numpy()).argmax(axis=1))
+
+
 BAD_CROSS = {
     "feature_out_of_range": (dict(features=[40]), ValueError, "out of range"),
     "no_features": (dict(features=[]), ValueError, "no feature"),

@@ -312,6 +312,32 @@ def test_features_recovered_torch_and_extra_latents(corpus):
     np.testing.assert_array_equal(r.best_latent, 50 + np.arange(corpus.n_true))
 
 
+def test_features_recovered_from_a_standardised_sae_uses_input_space_directions(corpus):
+    """A TopKSAE whose input-space directions are the planted features (W_dec = F[perm] / std,
+    as a model standardised with per-dimension std would hold them) recovers every feature;
+    its raw W_dec, in the standardised space, does not."""
+    torch = pytest.importorskip("torch")
+    import fastsae
+
+    perm = np.random.default_rng(4).permutation(corpus.n_true)
+    std = np.logspace(-1, 1, D)[np.random.default_rng(5).permutation(D)]
+    W = corpus.features[perm] / std
+    sae = fastsae.TopKSAE(D, corpus.n_true, 2, dtype=torch.float64)
+    with torch.no_grad():
+        sae.W_dec.copy_(torch.from_numpy(W / np.linalg.norm(W, axis=1, keepdims=True)))
+    sae.set_standardization(torch.full((D,), 3.0, dtype=torch.float64), torch.from_numpy(std))
+    r = features_recovered(sae, corpus.features)
+    assert r.fraction == 1.0
+    np.testing.assert_allclose(r.best_cosine, 1.0, atol=1e-9)
+    inv = np.argsort(perm)
+    assert r.matching == {t: int(inv[t]) for t in range(corpus.n_true)}
+    # the same through the accessor
+    r2 = features_recovered(sae.feature_directions(), corpus.features)
+    np.testing.assert_array_equal(r2.best_latent, r.best_latent)
+    wrong = features_recovered(sae.W_dec, corpus.features)
+    assert wrong.fraction < 0.5
+
+
 def test_latent_to_true_shared_latent():
     # One latent is the best match of two close true features: it maps to the closer one.
     F = np.array([[1.0, 0.0, 0.0], [0.995, 0.0998, 0.0], [0.0, 0.0, 1.0]])

@@ -229,6 +229,25 @@ def test_matches_reference(tmp_path, fmt):
 
 
 @pytest.mark.parametrize("fmt", FMTS, ids=FMT_IDS)
+def test_decode_of_encode_matches_reference_forward(tmp_path, fmt):
+    """A converted model has no standardisation: decode(encode(x)) is the source's own
+    reconstruction of raw, non-centred anisotropic x, and both decode spaces coincide."""
+    path, ref = fmt.write(tmp_path, _weights(7))
+    sae = load_sae(path)
+    g = torch.Generator().manual_seed(8)
+    x = 5.0 + torch.logspace(-1, 1, D)[torch.randperm(D, generator=g)] * torch.randn(40, D, generator=g)
+    ref_recon, ref_acts = ref(x)
+    code = sae.encode(x)
+    torch.testing.assert_close(sae.decode(code).double(), ref_recon, atol=ATOL * 10, rtol=1e-6)
+    assert torch.equal(sae.decode(code), sae.decode(code, standardized=True))
+    out = sae(x)
+    assert torch.equal(out.recon, out.recon_standardized) and torch.equal(out.target, x)
+    torch.testing.assert_close(sae.feature_directions().double(),
+                               torch.nn.functional.normalize(sae.W_dec.detach().double(), dim=1), atol=1e-6, rtol=0)
+    assert _code_active(sae, x) == _active(ref_acts)
+
+
+@pytest.mark.parametrize("fmt", FMTS, ids=FMT_IDS)
 def test_load_sae_detects_format(tmp_path, fmt):
     path, ref = fmt.write(tmp_path, _weights(4))
     sae = load_sae(path)

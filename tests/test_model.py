@@ -226,11 +226,11 @@ def test_nmse_of_a_batch_without_variance_is_nan_with_finite_gradients():
     sae = _random_sae(torch.float64, True, mean, std)
     for batch in (x[:1], x[:1].repeat(3, 1)):  # B = 1, and identical rows
         out = sae(batch)
-        assert math.isnan(float(out.nmse)) and math.isfinite(float(out.mse)) and float(out.mse) > 0
+        assert math.isnan(out.nmse.item()) and math.isfinite(out.mse.item()) and out.mse.item() > 0
         out.nmse.backward()
         assert all(p.grad is None or bool(torch.isfinite(p.grad).all()) for p in sae.parameters())
         sae.zero_grad()
-        assert float(sae(batch, mse_scale=3.0).nmse) == pytest.approx(float(out.mse) / 3.0, rel=1e-12)
+        assert sae(batch, mse_scale=3.0).nmse.item() == pytest.approx(out.mse.item() / 3.0, rel=1e-12)
 
 
 @pytest.mark.parametrize("bad, exc", [(0.0, ValueError), (-1.0, ValueError), (math.nan, ValueError),
@@ -309,3 +309,29 @@ def test_trained_sae_reconstructs_raw_anisotropic_inputs():
     # SAEOutput.nmse (standardised space, normalised by the batch's own variance) is the
     # trainer's kind of number, not a raw MSE
     assert float(out.nmse) == pytest.approx(reported, rel=0.2)
+
+
+def test_steering_edit_is_applied_in_the_input_space():
+    """feature_search: x' = x + decode(z') - decode(z) with x the raw query embedding; for a
+    standardised model the added feature moves x' by w * typical * W_dec[f] * std (float64 by
+    hand), and with no edit x' is x itself."""
+    from types import SimpleNamespace
+
+    from fastsae.feature_search import Searcher
+
+    x, mean, std = _anisotropic(n_rows=1, seed=6)
+    sae = _random_sae(torch.float64, True, mean, std, seed=6)
+    docs = torch.randn(5, D_A, dtype=torch.float64).numpy()
+    s = Searcher.__new__(Searcher)
+    s.sae, s.labels, s.texts = sae, {}, [f"doc {i}" for i in range(5)]
+    s.unit = docs / np.linalg.norm(docs, axis=1, keepdims=True)
+    s.embedder = SimpleNamespace(embed=lambda texts, progress=False: x.numpy())
+    s._typical = np.linspace(0.5, 2.0, N_A)
+    code = sae.encode(x)
+    f = next(j for j in range(N_A) if j not in set(code.indices[0].tolist()))
+    plain = s("q")
+    np.testing.assert_allclose(plain.embedding, (x[0] / x[0].norm()).numpy(), rtol=1e-6)
+    got = s("q", steer={f: 1.5})
+    y = x[0].numpy() + 1.5 * s._typical[f] * sae.W_dec[f].detach().numpy() * std.numpy()
+    np.testing.assert_allclose(got.embedding, y / np.linalg.norm(y), rtol=1e-5, atol=1e-7)
+    np.testing.assert_array_equal(got.ranking, np.argsort(-(s.unit @ (y / np.linalg.norm(y))), kind="stable"))

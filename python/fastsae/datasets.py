@@ -467,12 +467,18 @@ def _normalized(a: np.ndarray) -> np.ndarray:
 def features_recovered(W_dec: Any, true_features: Any, *, threshold: float = 0.9) -> FeatureRecovery:
     """For each true feature, the decoder row with the largest cosine, and whether it is recovered.
 
-    ``W_dec``: ``[n_latents, d]`` decoder (one row per latent, as in :class:`fastsae.TopKSAE`;
-    numpy or torch). ``true_features``: ``[n_true, d]`` (e.g. :attr:`PlantedCorpus.features`).
+    ``W_dec``: a trained :class:`fastsae.TopKSAE`, or ``[n_latents, d]`` decoder directions
+    (one row per latent; numpy or torch) in the space of ``true_features``: ``[n_true, d]``
+    (e.g. :attr:`PlantedCorpus.features`, the input space). An SAE contributes
+    :meth:`~fastsae.TopKSAE.feature_directions` (its directions in the input space); its raw
+    ``W_dec`` lives in the standardised space and is comparable with the planted features only
+    when the model is unstandardised, so pass the SAE or ``sae.feature_directions()``.
     Rows need not be normalised; an all-zero row has cosine 0 with everything. A true feature
     is recovered when its best cosine is ``>= threshold``. Several true features may share a
     best latent (the matching is not one-to-one).
     """
+    if callable(getattr(W_dec, "feature_directions", None)):  # a TopKSAE (duck-typed: no torch import here)
+        W_dec = W_dec.feature_directions()
     W = _as_matrix(W_dec, "W_dec")
     F = _as_matrix(true_features, "true_features")
     if W.shape[1] != F.shape[1]:

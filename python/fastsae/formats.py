@@ -1,8 +1,12 @@
 """Load other projects' top-k SAE checkpoints as a :class:`fastsae.TopKSAE`.
 
 Every loader returns a :class:`~fastsae.TopKSAE` whose forward pass reproduces the source
-model's math (``sae(x).recon`` equals the source reconstruction, ``sae.encode(x)`` selects the
-same latents), with standardisation off:
+model's math (``sae(x).recon`` and ``sae.decode(sae.encode(x))`` equal the source
+reconstruction, ``sae.encode(x)`` selects the same latents), with standardisation off: these
+projects have no standardisation of their own, so the input space and the SAE's space are one,
+``decode(code)`` and ``decode(code, standardized=True)`` are identical and
+``feature_directions()`` is the normalised ``W_dec``. (Their ``SAEOutput.nmse`` is still the
+normalised MSE, not the raw MSE some of them report.)
 
 * :func:`load_paper_pth` -- the paper authors' ``.pth`` state dicts (k and n in the file name);
 * :func:`load_openai_sae` -- ``openai/sparse_autoencoder`` state dicts (k stored inside);
@@ -527,7 +531,9 @@ def load_sae(path_or_dict: Mapping | str | os.PathLike, *, format: str = "auto",
     stores activation metadata (``activation``/``activation_state_dict``), else the paper format
     (k from ``k`` or the file name); a mapping -> OpenAI. A path to one of the weight/config files
     inside a directory stands for that directory. Otherwise pass ``format`` (one of
-    :data:`FORMATS`). ``k``, if given, overrides the stored k (for every format).
+    :data:`FORMATS`). ``k``, if given, overrides the stored k (for every format). A fastsae
+    directory keeps its standardisation (``decode`` then returns the input space, as for any
+    :class:`TopKSAE`); every other format comes without one.
     """
     if format != "auto" and format not in FORMATS:
         raise ValueError(f"format must be 'auto' or one of {FORMATS}, got {format!r}")

@@ -20,8 +20,19 @@ Every analysis is a function returning data plus a ``plot_*`` function writing a
   between hand-picked features of several SAEs (Figs. 11, 12).
 
 Weights may be given as torch tensors (any float dtype, any device), numpy arrays, or a
-:class:`fastsae.TopKSAE` (its ``W_dec`` is used). Rows are normalised here, so the decoder
-need not be unit-norm; an all-zero row has no direction and is rejected. Cosines are computed
+:class:`fastsae.TopKSAE`. Rows are normalised here, so the decoder need not be unit-norm; an
+all-zero row has no direction and is rejected.
+
+Which space the directions are compared in: the SAEs of one run (the sizes of a sweep) are
+trained on the same data with one standardisation, so their ``W_dec`` rows live in one space
+and the within-run analyses (:func:`decoder_similarity`, :func:`match_features`,
+:func:`feature_triplets`, :func:`self_consistency`, :func:`split_heatmap`) use a TopKSAE's
+``W_dec`` as it is. SAEs trained on different corpora (:func:`cross_domain_matches`) each have
+their own standardisation, and cosines between two different standardised spaces mean
+nothing: there a TopKSAE gives its input-space directions
+(:meth:`fastsae.TopKSAE.feature_directions`), and raw matrices must be input-space directions
+too (pass ``sae.feature_directions()``, or the SAE itself). For SAEs of one run whose
+standardisation differs (different training subsets), pass ``feature_directions()`` explicitly. Cosines are computed
 in float64 when an input is float64, in float32 otherwise, on the device of the first torch
 input (CPU for numpy inputs) unless ``device=`` says otherwise.
 
@@ -48,12 +59,15 @@ _PNG_DPI = 120
 # ----------------------------------------------------------------------------- input checks
 
 
-def _weights(W: Any, name: str) -> torch.Tensor:
-    """``W`` as a 2-D floating torch tensor with finite entries and no zero rows (not normalised)."""
+def _weights(W: Any, name: str, input_space: bool = False) -> torch.Tensor:
+    """``W`` as a 2-D floating torch tensor with finite entries and no zero rows (not normalised).
+
+    A module gives its ``W_dec`` (its standardised space), or with ``input_space`` its
+    ``feature_directions()`` (the input space, comparable across standardisations)."""
     if isinstance(W, torch.nn.Module):
         if not hasattr(W, "W_dec"):
             raise TypeError(f"{name}: a module must have a W_dec decoder matrix (e.g. fastsae.TopKSAE)")
-        W = W.W_dec
+        W = W.feature_directions() if input_space and hasattr(W, "feature_directions") else W.W_dec
     if isinstance(W, torch.Tensor):
         t = W.detach()
     else:
@@ -104,9 +118,9 @@ def _unit_rows(t: torch.Tensor, name: str, dtype: torch.dtype, device: torch.dev
     return t / norms[:, None]
 
 
-def _prepared(named: Sequence[tuple[Any, str]], device=None) -> list[torch.Tensor]:
+def _prepared(named: Sequence[tuple[Any, str]], device=None, input_space: bool = False) -> list[torch.Tensor]:
     """Checked, unit-row versions of several weight matrices sharing one dtype, device and d."""
-    raw = [_weights(W, name) for W, name in named]
+    raw = [_weights(W, name, input_space) for W, name in named]
     d = {t.shape[1] for t in raw}
     if len(d) > 1:
         shapes = ", ".join(f"{name} {tuple(t.shape)}" for t, (_, name) in zip(raw, named))
@@ -823,6 +837,11 @@ def cross_domain_matches(W_a: Any, W_b: Any, *, features: Any = None, codes_a: A
     """For each selected feature ``i`` of SAE a (trained on corpus A), the feature of SAE b
     (corpus B) with the largest decoder cosine (paper appendix C, Fig. 10, Table 4).
 
+    The cosine is taken in the input (embedding) space: each SAE was standardised with its
+    own corpus's statistics, so a TopKSAE contributes :meth:`~fastsae.TopKSAE.feature_directions`
+    (``W_dec · diag(std)``, normalised), not its ``W_dec``. Raw matrices are used as given and
+    must already be input-space directions (e.g. ``sae.feature_directions()``).
+
     ``features``: ids of SAE a to match (default all). With ``codes_a`` and ``codes_b`` (both
     SAEs' codes on documents they share, e.g. cross-posted papers) the activation similarity
     of each match is computed as in :func:`activation_similarity`. ``shared_docs`` picks those
@@ -835,7 +854,7 @@ def cross_domain_matches(W_a: Any, W_b: Any, *, features: Any = None, codes_a: A
         raise ValueError("give both codes_a and codes_b (codes on the same shared documents), or neither")
     if shared_docs is not None and codes_a is None:
         raise ValueError("shared_docs selects rows of codes_a/codes_b, which were not given")
-    a, b = _prepared([(W_a, "W_a"), (W_b, "W_b")], device)
+    a, b = _prepared([(W_a, "W_a"), (W_b, "W_b")], device, input_space=True)
     feats = np.arange(a.shape[0], dtype=np.int64) if features is None else _ids(features, "features", a.shape[0])
     if feats.size == 0:
         raise ValueError("features selects no feature of W_a")

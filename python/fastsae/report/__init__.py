@@ -198,6 +198,8 @@ def collect_report_data(run: RunDir | str | os.PathLike, *, top_docs: int = 10,
         hist_json[j] = [_num(tacts[j, 0]), hist[j].tolist()]
 
     # -- decoder neighbours --------------------------------------------------------------------
+    # Within one SAE (and, below, across the sizes of this run, which share its standardisation)
+    # decoder rows are compared in the SAE's own standardised space, as the split step does.
     W_dec = sae.W_dec.detach().float().cpu().numpy()
     nn_ids, nn_cos = decoder_neighbours(W_dec, N_NEIGHBOURS, rows=detail)
     nn_json: list = [None] * n
@@ -392,7 +394,7 @@ def _splitting(run: RunDir, main: str, W_main: np.ndarray, detail: np.ndarray, n
         from ..analysis.splitting import decoder_similarity
 
         for other in others:
-            W_o = run.load_sae(other).W_dec.detach().float()
+            W_o = run.load_sae(other).W_dec.detach().float()  # same run: same standardised space
             nn = decoder_similarity(W_o, W_main[detail], top=min(N_SPLIT, W_o.shape[0]))
             per = [None] * n
             for r, j in enumerate(detail.tolist()):

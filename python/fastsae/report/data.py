@@ -133,6 +133,10 @@ def decoder_neighbours(W_dec: Any, top: int = 5, *, rows: Sequence[int] | None =
     """For each decoder row (or each of ``rows``), the ``top`` other rows with the highest
     cosine (self excluded).
 
+    The rows are compared as given: the report passes one SAE's ``W_dec``, whose rows share one
+    (standardised) space. To compare with anything outside it, pass input-space directions
+    (:meth:`fastsae.TopKSAE.feature_directions`).
+
     Returns ``(ids [m, top] int64, cos [m, top] float32)``, best first, ties to the lower id;
     with fewer than ``top + 1`` latents the rest is padded with id -1 and cosine nan. The
     ``m x n`` similarity is computed ``block_rows`` rows at a time (by default blocks of about
