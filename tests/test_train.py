@@ -537,3 +537,16 @@ def test_a_checkpoint_of_the_previous_version_still_resumes(off_grid, tmp_path):
     assert [r["step"] for r in got] == [r["step"] for r in want]
     # Only the first record after the resume (step 15) differs: it averages steps 13-15, not 11-15.
     assert [g == w for g, w in zip(got, want)] == [r["step"] != 15 for r in want]
+
+
+def test_a_restart_replaces_the_earlier_runs_checkpoints(off_grid, tmp_path):
+    """resume=False owns the directory: its first checkpoint removes the earlier run's later step
+    folders, so that a resume after a kill finds this run's checkpoints, not the earlier run's."""
+    X, full, full_dir = off_grid
+    d = tmp_path / "d"
+    train(X, small_config(checkpoint_dir=str(d), **{**OFF, "seed": 1}))  # an earlier run, to step 42
+    train(X, small_config(checkpoint_dir=str(d), max_steps=9, **OFF))
+    assert sorted(p.name for p in d.iterdir() if p.name.startswith("step-")) == ["step-000000008", "step-000000009"]
+    (d / "latest").unlink()  # killed before latest landed
+    with pytest.warns(UserWarning, match="step-000000009, the newest complete"):
+        assert_identical_run(full, train(X, small_config(checkpoint_dir=str(d), resume=True, **OFF)), full_dir, d)

@@ -263,7 +263,12 @@ _TMP_DIR = re.compile(r"\.tmp-step-\d{9}-(\d+)")
 _STATE_KEYS = ("step", "optimizer", "mse_scale", "since_fired", "torch_rng", "history")
 
 
-def _save_checkpoint(ckpt_dir: str, sae: TopKSAE, opt: torch.optim.Optimizer, state: dict) -> None:
+def _save_checkpoint(ckpt_dir: str, sae: TopKSAE, opt: torch.optim.Optimizer, state: dict, *,
+                     drop_later: bool = False) -> None:
+    """Write the checkpoint of ``state["step"]``, point ``latest`` at it, and keep it and the
+    newest earlier one. Folders of later steps are kept (a run resumed from an earlier
+    checkpoint rewrites them) unless ``drop_later``: a run that did not resume owns the
+    directory, and later folders are an earlier run's, which must not be resumed into it."""
     step = int(state["step"])
     name = f"step-{step:09d}"
     final = os.path.join(ckpt_dir, name)
@@ -278,10 +283,9 @@ def _save_checkpoint(ckpt_dir: str, sae: TopKSAE, opt: torch.optim.Optimizer, st
         shutil.rmtree(tmp, ignore_errors=True)  # an error here; a kill is cleaned up at the next start
         raise
     _atomic_write(os.path.join(ckpt_dir, "latest"), lambda p: _write_text(p, name + "\n"))
-    # Keep this checkpoint and the newest one before it. Folders of later steps (left by a run
-    # that resumed from an earlier checkpoint) stay until this run rewrites them.
-    older = sorted(d for d in os.listdir(ckpt_dir) if _STEP_DIR.fullmatch(d) and int(d[5:]) < step)
-    for old in older[:-1]:
+    others = sorted(d for d in os.listdir(ckpt_dir) if _STEP_DIR.fullmatch(d) and d != name)
+    older = [d for d in others if int(d[5:]) < step]
+    for old in older[:-1] + ([d for d in others if int(d[5:]) > step] if drop_later else []):
         shutil.rmtree(os.path.join(ckpt_dir, old), ignore_errors=True)
 
 
@@ -674,7 +678,7 @@ def train(data: Any, config: TrainConfig, *, eval_data: Any = None, init: TopKSA
                 "step": step, "mse_scale": mse_scale, "since_fired": since_fired.cpu(),
                 "torch_rng": torch.get_rng_state(), "history": list(records), "config": json.dumps(asdict(cfg)),
                 "data": data_fp, "interval": {"sums": sums.cpu(), "steps": n_steps},
-            })
+            }, drop_later=loaded is None)
         if dist:
             dist.barrier()
 
