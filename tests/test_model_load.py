@@ -194,5 +194,6 @@ def test_truncated_or_missing_weights_are_refused(tmp_path):
     with pytest.raises(ValueError, match="sae.safetensors: not a loadable fastsae checkpoint"):
         TopKSAE.load(path)
     (path / "sae.safetensors").unlink()
-    with pytest.raises(ValueError, match="sae.safetensors: not a loadable fastsae checkpoint"):
-        TopKSAE.load(path)
+    for reader in (TopKSAE.load, load_sae):
+        with pytest.raises(ValueError, match="sae.safetensors: not a loadable fastsae checkpoint .FileNotFoundError"):
+            reader(path)
