@@ -243,7 +243,7 @@ def _check_header(f, expected: dict, path: str) -> None:
 
 def _check_values(state: dict, path: str) -> None:
     for name, t in state.items():
-        if t.is_floating_point():
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
             bad = int((~torch.isfinite(t)).sum())
             if bad:
                 raise _bad(path, f"tensor {name} has {bad} non-finite (NaN/inf) value(s)")
