@@ -111,3 +111,34 @@ def test_cli_train_and_sweep(tmp_path):
     bad = subprocess.run(exe + ["train", str(tmp_path / "x.npy"), "--n-latents", "4", "--k", "4", "--out",
                                 str(tmp_path / "bad")], capture_output=True, text=True, timeout=120)
     assert bad.returncode != 0 and "smaller than n_latents" in bad.stderr
+
+
+def test_sweep_refuses_to_continue_an_unfinished_run_with_other_settings(tmp_path):
+    X = planted(n_rows=1000, d=12, n_true=32)
+    kw = dict(epochs=2, batch_size=100, lr=2e-3, log_every=5, progress=False, median_sample=500)
+    sweep(X, [2], [16], str(tmp_path / "sw"), figures=False, max_steps=3, **kw)
+    (tmp_path / "sw" / "k2_n16" / "result.json").unlink()  # unfinished: only its checkpoints are left
+    with pytest.raises(ValueError, match=r"lr: 0.002 \(checkpoint\) vs 0.001 \(this run\)"):
+        sweep(X, [2], [16], str(tmp_path / "sw"), figures=False, **{**kw, "lr": 1e-3})
+    res = sweep(X, [2], [16], str(tmp_path / "sw"), figures=False, **kw)  # the same settings continue it
+    ref = sweep(X, [2], [16], str(tmp_path / "ref"), figures=False, **kw)
+    assert (res.runs[0].steps, res.runs[0].nmse) == (ref.runs[0].steps, ref.runs[0].nmse) and ref.runs[0].steps > 3
+
+
+def test_cli_train_refuses_other_settings_unless_allowed(tmp_path, capsys):
+    from fastsae.cli import main
+
+    X = planted(n_rows=600, d=8, n_true=16)
+    np.save(tmp_path / "x.npy", X)
+    base = ["train", str(tmp_path / "x.npy"), "--n-latents", "16", "--k", "2", "--out", str(tmp_path / "run"),
+            "--epochs", "1", "--batch-size", "100", "--quiet", "--log-every", "2"]
+    assert main(base + ["--max-steps", "2"]) == 0
+    capsys.readouterr()
+    assert main(base + ["--lr", "1e-3"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "lr: 0.0001 (checkpoint) vs 0.001 (this run)" in err and "--allow-resume-mismatch" in err
+    with pytest.warns(UserWarning, match=r"lr: 0.0001 \(checkpoint\) vs 0.001"):
+        assert main(base + ["--lr", "1e-3", "--allow-resume-mismatch"]) == 0
+    assert "trained k=2 n=16: 5 steps" in capsys.readouterr().out
+    assert main(["train", "--run", str(tmp_path / "nowhere"), "--allow-resume-mismatch"]) == 2
+    assert "--allow-resume-mismatch applies to DATA.npy" in capsys.readouterr().err

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import os
 import subprocess
 import sys
@@ -259,3 +260,294 @@ def test_data_parallel_two_processes_equal_one(tmp_path):
                                   median_sample=1000, dead_window=400)).sae
     for (name, a), (_, b) in zip(single.state_dict().items(), ddp.state_dict().items()):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=lambda m: f"{name}: {m}")
+
+
+# ------------------------------------------------------------------------------------------------
+# Resume: the same run or an error, from the newest complete checkpoint, with the same metrics.
+
+import shutil  # noqa: E402
+import warnings  # noqa: E402
+
+from fastsae.trainer import RESUME_FREE_FIELDS, _pid_alive  # noqa: E402
+
+
+def records(path):
+    """metrics.jsonl without the wall-clock field."""
+    return [{k: v for k, v in json.loads(line).items() if k != "examples_per_s"}
+            for line in path.read_text().splitlines()]
+
+
+def assert_identical_run(ref, res, ref_dir, res_dir):
+    """Bit-for-bit: every parameter and buffer, every history record and every metrics.jsonl
+    record (all fields but examples_per_s)."""
+    assert res.steps == ref.steps
+    for name, a in ref.sae.state_dict().items():
+        assert torch.equal(a, res.sae.state_dict()[name]), name
+    drop = lambda hs: [{k: v for k, v in h.items() if k != "examples_per_s"} for h in hs]  # noqa: E731
+    assert drop(res.history) == drop(ref.history)
+    assert records(res_dir / "metrics.jsonl") == records(ref_dir / "metrics.jsonl") == drop(ref.history)
+
+
+OFF = dict(epochs=3, log_every=5, checkpoint_every=4, dead_window=600)  # checkpoints off the log steps
+
+
+@pytest.fixture(scope="module")
+def off_grid(tmp_path_factory):
+    """The uninterrupted run (42 steps: log every 5, checkpoint every 4) and its data."""
+    X = planted(n_rows=3000)
+    d = tmp_path_factory.mktemp("full")
+    return X, train(X, small_config(checkpoint_dir=str(d), **OFF)), d
+
+
+def test_resume_off_the_log_steps_logs_exactly_the_uninterrupted_metrics(off_grid, tmp_path):
+    """Checkpoints that fall inside a log interval carry its running sums: the first record after
+    a resume averages the same steps as the uninterrupted run's. Three interruptions: a time
+    budget ending off a log step (its interim record at step 13 is replaced), a kill after the
+    step-12 checkpoint (latest names it, step 13 is logged but its checkpoint is lost), and a
+    second budget stop before the end (two resumes in a row)."""
+    X, full, full_dir = off_grid
+    assert full.steps == 42 and [h["step"] for h in full.history][-2:] == [40, 42]
+    cut = tmp_path / "budget"
+    part = train(X, small_config(checkpoint_dir=str(cut), max_steps=13, **OFF))
+    assert [h["step"] for h in part.history] == [5, 10, 13]  # the interim record is returned and logged
+    assert [r["step"] for r in records(cut / "metrics.jsonl")] == [5, 10, 13]
+    assert_identical_run(full, train(X, small_config(checkpoint_dir=str(cut), resume=True, **OFF)), full_dir, cut)
+
+    killed = tmp_path / "killed"
+    train(X, small_config(checkpoint_dir=str(killed), max_steps=13, **OFF))
+    (killed / "latest").write_text("step-000000012\n")  # steps 11 and 12 are in the open interval
+    assert_identical_run(full, train(X, small_config(checkpoint_dir=str(killed), resume=True, **OFF)), full_dir, killed)
+
+    twice = tmp_path / "twice"
+    train(X, small_config(checkpoint_dir=str(twice), max_steps=7, **OFF))
+    train(X, small_config(checkpoint_dir=str(twice), max_steps=23, resume=True, **OFF))
+    assert_identical_run(full, train(X, small_config(checkpoint_dir=str(twice), resume=True, **OFF)), full_dir, twice)
+
+
+def test_without_latest_the_newest_complete_checkpoint_resumes(off_grid, tmp_path):
+    X, full, full_dir = off_grid
+    cut = tmp_path / "cut"
+    train(X, small_config(checkpoint_dir=str(cut), max_steps=18, **OFF))  # keeps step-16 and step-18
+    (cut / "latest").unlink()
+    with pytest.warns(UserWarning, match=r"resuming from .*step-000000018, the newest complete .*latest is missing"):
+        res = train(X, small_config(checkpoint_dir=str(cut), resume=True, **OFF))
+    assert_identical_run(full, res, full_dir, cut)
+
+
+def test_a_half_written_newer_folder_is_skipped_for_the_complete_one(off_grid, tmp_path):
+    """A step folder newer than the complete one but missing trainer.pt (and, second case, one
+    whose weights are torn), with latest gone or naming it: resume from the complete one."""
+    X, full, full_dir = off_grid
+    for case in ("no_trainer_state", "torn_weights"):
+        cut = tmp_path / case
+        train(X, small_config(checkpoint_dir=str(cut), max_steps=12, **OFF))  # step-8, step-12
+        newer = cut / "step-000000016"
+        shutil.copytree(cut / "step-000000012", newer)
+        if case == "no_trainer_state":
+            (newer / "trainer.pt").unlink()
+            (cut / "latest").unlink()
+            match = r"step-000000016: incomplete checkpoint \(trainer.pt is missing\)"
+        else:
+            data = (newer / "sae.safetensors").read_bytes()
+            (newer / "sae.safetensors").write_bytes(data[: len(data) // 2])
+            (cut / "latest").write_text("step-000000016\n")
+            match = r"step-000000016.sae.safetensors: not a loadable"
+        with pytest.warns(UserWarning, match=r"resuming from .*step-000000012, the newest complete") as rec:
+            res = train(X, small_config(checkpoint_dir=str(cut), resume=True, **OFF))
+        assert any(re.search(match, str(w.message)) for w in rec), [str(w.message) for w in rec]
+        assert_identical_run(full, res, full_dir, cut)
+        assert (cut / "latest").read_text().strip() == "step-000000042"
+
+
+def test_latest_naming_a_missing_folder_falls_back_with_a_warning(off_grid, tmp_path):
+    X, full, full_dir = off_grid
+    cut = tmp_path / "cut"
+    train(X, small_config(checkpoint_dir=str(cut), max_steps=9, **OFF))  # step-8, step-9
+    (cut / "latest").write_text("step-000000099\n")
+    with pytest.warns(UserWarning, match=r"step-000000009, the newest complete.*step-000000099: incomplete"):
+        res = train(X, small_config(checkpoint_dir=str(cut), resume=True, **OFF))
+    assert_identical_run(full, res, full_dir, cut)
+
+
+def test_step_folders_none_of_which_is_complete_are_an_error_and_kept(tmp_path):
+    X = planted(n_rows=1000)
+    cut = tmp_path / "cut"
+    train(X, small_config(checkpoint_dir=str(cut), max_steps=2))
+    (cut / "latest").unlink()
+    (cut / "step-000000002" / "sae.safetensors").unlink()
+    with pytest.raises(ValueError, match=r"no complete checkpoint to resume from .*sae.safetensors is missing"):
+        train(X, small_config(checkpoint_dir=str(cut), resume=True))
+    assert (cut / "step-000000002" / "trainer.pt").exists()  # nothing was overwritten
+    (cut / "latest").write_text("../../elsewhere\n")
+    with pytest.raises(ValueError, match=r"latest names '../../elsewhere', not a step folder"):
+        train(X, small_config(checkpoint_dir=str(cut), resume=True))
+
+
+def test_stale_temporary_folders_are_removed_and_the_run_resumes(off_grid, tmp_path):
+    """A writer killed mid-checkpoint leaves .tmp-step-...-<pid>: the next start removes those of
+    dead processes (any pid) and keeps one of a live process (it may be writing it)."""
+    X, full, full_dir = off_grid
+    cut = tmp_path / "cut"
+    train(X, small_config(checkpoint_dir=str(cut), max_steps=10, **OFF))
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead_pid = int(dead.stdout)
+    assert not _pid_alive(dead_pid)
+    stale = [cut / f".tmp-step-000000012-{dead_pid}", cut / ".tmp-step-000000016-99999999"]
+    for p in stale:  # as a killed writer leaves them: a partial model, no trainer state
+        shutil.copytree(cut / "step-000000010", p)
+        (p / "trainer.pt").unlink()
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        busy = cut / f".tmp-step-000000020-{live.pid}"
+        busy.mkdir()
+        res = train(X, small_config(checkpoint_dir=str(cut), resume=True, **OFF))
+        assert busy.exists()
+    finally:
+        live.kill()
+        live.wait()
+    assert not any(p.exists() for p in stale)
+    assert_identical_run(full, res, full_dir, cut)
+
+
+@pytest.fixture(scope="module")
+def base_ckpt(tmp_path_factory):
+    """Two-step checkpoints of one configuration: without and with eval data."""
+    X = planted(n_rows=1000)
+    root = tmp_path_factory.mktemp("base")
+    train(X, small_config(checkpoint_dir=str(root / "plain"), max_steps=2))
+    train(X[:800], small_config(checkpoint_dir=str(root / "eval"), max_steps=2), eval_data=X[800:])
+    return X, root
+
+
+def copy_ckpt(base_ckpt, which, tmp_path):
+    _, root = base_ckpt
+    return str(shutil.copytree(root / which, tmp_path / which))
+
+
+@pytest.mark.parametrize(
+    "field, value, shown",
+    [("batch_size", 100, "batch_size: 200 (checkpoint) vs 100 (this run)"),
+     ("seed", 1, "seed: 0 (checkpoint) vs 1 (this run)"),
+     ("lr", 2e-3, "lr: 0.001 (checkpoint) vs 0.002 (this run)"),
+     ("betas", (0.8, 0.999), "betas: [0.9, 0.999] (checkpoint) vs [0.8, 0.999] (this run)"),
+     ("eps", 1e-6, "eps: 1e-08 (checkpoint) vs 1e-06 (this run)"),
+     ("grad_clip", 0.5, "grad_clip: 1.0 (checkpoint) vs 0.5 (this run)"),
+     ("epochs", 3, "epochs: 2 (checkpoint) vs 3 (this run)"),
+     ("aux_alpha", 0.0, "aux_alpha: 0.03125 (checkpoint) vs 0.0 (this run)"),
+     ("k_aux", 5, "k_aux: 6 (checkpoint) vs 5 (this run)"),
+     ("dead_window", 500, "dead_window: 950 (checkpoint) vs 500 (this run)"),
+     ("standardize", False, "standardize: True (checkpoint) vs False (this run)"),
+     ("median_sample", 500, "median_sample: 2000 (checkpoint) vs 500 (this run)"),
+     ("eval_fraction", 0.1, "eval_fraction: 0.05 (checkpoint) vs 0.1 (this run)"),
+     ("dtype", "float64", "dtype: 'float32' (checkpoint) vs 'float64' (this run)"),
+     ("compute_dtype", "bfloat16", "compute_dtype: None (checkpoint) vs 'bfloat16' (this run)")],
+    ids=lambda v: v if isinstance(v, str) and " " not in v else None,
+)
+def test_resume_refuses_another_configuration(base_ckpt, tmp_path, field, value, shown):
+    X, _ = base_ckpt
+    d = copy_ckpt(base_ckpt, "plain", tmp_path)
+    before = sorted(os.listdir(d))
+    with pytest.raises(ValueError, match="cannot resume, the checkpoint is from another run") as err:
+        train(X, small_config(checkpoint_dir=d, resume=True, **{field: value}))
+    assert shown in str(err.value) and "step-000000002" in str(err.value) and "resume_mismatch='allow'" in str(err.value)
+    assert str(err.value).count("(checkpoint) vs") == 1  # only the field that differs
+    assert sorted(os.listdir(d)) == before
+
+
+@pytest.mark.parametrize(
+    "which, data, eval_data, shown",
+    [("plain", lambda X: X[:-1], None, "data n_rows: 1000 (checkpoint) vs 999 (this run)"),
+     ("plain", lambda X: np.concatenate([X[:-1], X[:1]]), None, "data rows_sha256: "),
+     ("plain", lambda X: np.concatenate([X[1:2], X[1:]]), None, "data rows_sha256: "),
+     ("plain", lambda X: X.astype(np.float64), None, "data dtype: 'float32' (checkpoint) vs 'float64' (this run)"),
+     ("plain", lambda X: X, lambda X: X[:100], "eval_data: none (checkpoint) vs given (this run)"),
+     ("eval", lambda X: X[:800], None, "eval_data: given (checkpoint) vs none (this run)"),
+     ("eval", lambda X: X[:800], lambda X: X[801:], "eval_data n_rows: 200 (checkpoint) vs 199 (this run)"),
+     ("eval", lambda X: X[:800], lambda X: X[800:][::-1], "eval_data rows_sha256: ")],
+    ids=["fewer_rows", "last_row", "first_row", "dtype", "eval_added", "eval_removed", "eval_shorter", "eval_order"],
+)
+def test_resume_refuses_other_data(base_ckpt, tmp_path, which, data, eval_data, shown):
+    X, _ = base_ckpt
+    d = copy_ckpt(base_ckpt, which, tmp_path)
+    with pytest.raises(ValueError, match="cannot resume, the checkpoint is from another run") as err:
+        train(data(X), small_config(checkpoint_dir=d, resume=True), eval_data=eval_data and eval_data(X))
+    assert shown in str(err.value), str(err.value)
+
+
+def test_fields_that_may_change_on_resume(base_ckpt, tmp_path):
+    """RESUME_FREE_FIELDS and k_aux/dead_window spelled as their defaults resume silently."""
+    X, _ = base_ckpt
+    assert RESUME_FREE_FIELDS == {"max_steps", "log_every", "checkpoint_dir", "checkpoint_every", "resume",
+                                  "resume_mismatch", "device", "progress", "prefetch", "data_on_device"}
+    d = copy_ckpt(base_ckpt, "plain", tmp_path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        res = train(X, small_config(checkpoint_dir=d, resume=True, max_steps=4, log_every=3, checkpoint_every=7,
+                                    device="cpu", prefetch=True, data_on_device=True, k_aux=6, dead_window=950))
+    assert res.steps == 4 and [h["step"] for h in res.history] == [3, 4]
+
+
+def test_resume_mismatch_allow_continues_with_a_warning(tmp_path):
+    """"allow": a change that does not affect the steps after the checkpoint (median_sample acts
+    at initialisation) gives exactly the uninterrupted run; a new lr takes effect (the Adam
+    moments come from the checkpoint, the hyperparameters from this run)."""
+    X = planted(n_rows=2000)
+    kw = dict(epochs=2, log_every=4, checkpoint_every=3, dead_window=400)
+    full = train(X, small_config(checkpoint_dir=str(tmp_path / "full"), **kw))
+    for name in ("a", "b"):
+        train(X, small_config(checkpoint_dir=str(tmp_path / name), max_steps=5, **kw))
+    with pytest.warns(UserWarning, match=r"another run \(resume_mismatch='allow'\): median_sample: 2000 "
+                                         r"\(checkpoint\) vs 1000 \(this run\)"):
+        res = train(X, small_config(checkpoint_dir=str(tmp_path / "a"), resume=True, resume_mismatch="allow",
+                                    median_sample=1000, **kw))
+    assert_identical_run(full, res, tmp_path / "full", tmp_path / "a")
+    with pytest.warns(UserWarning, match=r"lr: 0.001 \(checkpoint\) vs 0.003 \(this run\)"):
+        fast = train(X, small_config(checkpoint_dir=str(tmp_path / "b"), resume=True, resume_mismatch="allow",
+                                     lr=3e-3, **kw))
+    assert fast.steps == full.steps
+    assert not torch.equal(fast.sae.W_enc, full.sae.W_enc)
+    last = tmp_path / "b" / (tmp_path / "b" / "latest").read_text().strip() / "trainer.pt"
+    state = torch.load(last, weights_only=True)
+    assert state["optimizer"]["param_groups"][0]["lr"] == 3e-3  # the optimiser ran at the new lr
+    assert json.loads(state["config"])["lr"] == 3e-3
+    with warnings.catch_warnings():  # the checkpoints written after an allowed change record the new config
+        warnings.simplefilter("error")
+        again = train(X, small_config(checkpoint_dir=str(tmp_path / "b"), resume=True, lr=3e-3, **kw))
+    assert again.steps == fast.steps
+    with pytest.raises(ValueError, match="resume_mismatch must be"):
+        small_config(resume_mismatch="ignore")
+
+
+def test_a_checkpoint_of_the_previous_version_still_resumes(off_grid, tmp_path):
+    """Checkpoints written before fingerprints and interval sums (no "data", no "interval"):
+    resumed with a warning, to the same parameters; the configuration is still checked."""
+    X, full, full_dir = off_grid
+    cut = tmp_path / "old"
+    train(X, small_config(checkpoint_dir=str(cut), max_steps=12, **OFF))
+    tp = cut / "step-000000012" / "trainer.pt"
+    state = torch.load(tp, weights_only=True)
+    del state["data"], state["interval"]
+    torch.save(state, tp)
+    with pytest.raises(ValueError, match=r"lr: 0.001 \(checkpoint\) vs 0.002"):
+        train(X, small_config(checkpoint_dir=str(cut), resume=True, **{**OFF, "lr": 2e-3}))
+    with pytest.warns(UserWarning, match="written before fastsae recorded the data in checkpoints"):
+        res = train(X, small_config(checkpoint_dir=str(cut), resume=True, **OFF))
+    for name, a in full.sae.state_dict().items():
+        assert torch.equal(a, res.sae.state_dict()[name]), name
+    got, want = records(cut / "metrics.jsonl"), records(full_dir / "metrics.jsonl")
+    assert [r["step"] for r in got] == [r["step"] for r in want]
+    # Only the first record after the resume (step 15) differs: it averages steps 13-15, not 11-15.
+    assert [g == w for g, w in zip(got, want)] == [r["step"] != 15 for r in want]
+
+
+def test_a_restart_replaces_the_earlier_runs_checkpoints(off_grid, tmp_path):
+    """resume=False owns the directory: its first checkpoint removes the earlier run's later step
+    folders, so that a resume after a kill finds this run's checkpoints, not the earlier run's."""
+    X, full, full_dir = off_grid
+    d = tmp_path / "d"
+    train(X, small_config(checkpoint_dir=str(d), **{**OFF, "seed": 1}))  # an earlier run, to step 42
+    train(X, small_config(checkpoint_dir=str(d), max_steps=9, **OFF))
+    assert sorted(p.name for p in d.iterdir() if p.name.startswith("step-")) == ["step-000000008", "step-000000009"]
+    (d / "latest").unlink()  # killed before latest landed
+    with pytest.warns(UserWarning, match="step-000000009, the newest complete"):
+        assert_identical_run(full, train(X, small_config(checkpoint_dir=str(d), resume=True, **OFF)), full_dir, d)

@@ -105,6 +105,8 @@ def _train_kwargs(args: argparse.Namespace) -> dict:
         kw["device"] = args.device
     if args.compute_dtype:
         kw["compute_dtype"] = args.compute_dtype
+    if args.allow_resume_mismatch:
+        kw["resume_mismatch"] = "allow"
     return kw
 
 
@@ -125,6 +127,9 @@ def _parse_sizes(text: str):
 def _train(args: argparse.Namespace) -> int:
     if args.run:
         from .pipeline import paper_like_sizes, step_train
+
+        if args.allow_resume_mismatch:
+            raise ValueError("--allow-resume-mismatch applies to DATA.npy; with --run, --restart starts over")
 
         run = _run(args)
         specs = _parse_sizes(args.sizes) if args.sizes else None
@@ -276,6 +281,8 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--compute-dtype", choices=["bfloat16"], default=None,
                    help="mixed precision: encode and decode in bf16, parameters and optimiser in fp32 (GPU fast path)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--allow-resume-mismatch", action="store_true",
+                   help="continue checkpoints written with other settings or data (default: refuse, naming them)")
 
 
 def _add_run(p: argparse.ArgumentParser, required: bool = True) -> None:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from typing import Any
 
@@ -73,3 +74,18 @@ class ArraySource:
         mean_c = s / self.n_rows
         var = np.maximum(s2 / self.n_rows - mean_c**2, 0.0)
         return shift + mean_c, np.sqrt(var)
+
+    def fingerprint(self, n_sampled: int = 33) -> dict:
+        """What identifies these data cheaply, for resume to recognise them: ``n_rows``, ``d``,
+        ``dtype`` and ``rows_sha256``, a SHA-256 of ``n_sampled`` rows at fixed positions (the
+        first, the last and evenly spaced ones between, in their stored dtype and byte order
+        normalised to little-endian). It reads those rows only (a memmap stays on disk), so it
+        sees a change of shape, dtype or order, not an edit confined to rows it does not read."""
+        rows = np.unique(np.linspace(0, self.n_rows - 1, max(2, n_sampled)).round().astype(np.int64))
+        block = np.ascontiguousarray(self.array[rows])
+        block = block.astype(block.dtype.newbyteorder("<"), copy=False)
+        h = hashlib.sha256()
+        h.update(rows.astype("<i8").tobytes())
+        h.update(block.tobytes())
+        return {"n_rows": self.n_rows, "d": self.d, "dtype": str(self.array.dtype.newbyteorder("=")),
+                "rows_sha256": h.hexdigest()}

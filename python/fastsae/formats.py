@@ -505,7 +505,7 @@ def _is_fastsae_dir(p: Path) -> bool:
 
 def _detect_dir(p: Path) -> str:
     has = lambda name: (p / name).is_file()  # noqa: E731
-    if has("sae.safetensors") and has("config.json") and _is_fastsae_dir(p):
+    if has("config.json") and _is_fastsae_dir(p):  # TopKSAE.load names a missing sae.safetensors
         return "fastsae"
     if has("sae.safetensors") and has("cfg.json"):
         return "sparsify"

@@ -227,25 +227,107 @@ class TopKSAE(nn.Module):
 
     @classmethod
     def load(cls, path: str | os.PathLike, *, device=None) -> "TopKSAE":
-        """Read a directory written by :meth:`save`. Never unpickles anything."""
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
+        """Read a directory written by :meth:`save`. Never unpickles anything.
 
+        Everything is checked before it is used, and anything damaged is a ``ValueError`` naming
+        the file: ``config.json`` (the format, version :data:`FORMAT_VERSION`, integer
+        ``d_in``/``n_latents``/``k`` with ``1 <= k <= n_latents``, a floating dtype by name);
+        the ``sae.safetensors`` header (exactly the model's tensors, each of the config's shape
+        and dtype), before any tensor is read; then the values (finite weights and statistics,
+        ``data_std > 0``)."""
+        from safetensors import SafetensorError, safe_open
+
+        cfg_path = os.path.join(path, "config.json")
+        st_path = os.path.join(path, "sae.safetensors")
         try:
-            with open(os.path.join(path, "config.json")) as f:
+            with open(cfg_path, encoding="utf-8") as f:
                 cfg = json.load(f)
-            if cfg.get("format") != "fastsae.TopKSAE":
-                raise ValueError("config.json is not a fastsae.TopKSAE config")
-            dtype = getattr(torch, cfg.get("dtype", "float32"))
-            sae = cls(int(cfg["d_in"]), int(cfg["n_latents"]), int(cfg["k"]), dtype=dtype, device=device)
-            state = load_file(os.path.join(path, "sae.safetensors"), device=str(device or "cpu"))
-            sae.load_state_dict(state, strict=True)
-        except (OSError, KeyError, TypeError, AttributeError, json.JSONDecodeError, SafetensorError, RuntimeError) as e:
-            raise ValueError(f"{path}: not a loadable fastsae checkpoint ({type(e).__name__}: {e})") from e
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise ValueError(f"{cfg_path}: not a loadable fastsae checkpoint ({type(e).__name__}: {e})") from e
+        d_in, n_latents, k, dtype = _parse_config(cfg, cfg_path)
+        # The model defines which tensors a checkpoint holds: its (freshly initialised) state
+        # dict is the template the header is checked against.
+        sae = cls(d_in, n_latents, k, dtype=dtype, device=device)
+        expected = {name: (tuple(t.shape), t.dtype) for name, t in sae.state_dict().items()}
+        try:
+            with safe_open(st_path, framework="pt", device="cpu") as f:
+                _check_header(f, expected, st_path)
+                state = {name: f.get_tensor(name) for name in expected}
+        except (OSError, SafetensorError) as e:
+            raise ValueError(f"{st_path}: not a loadable fastsae checkpoint ({type(e).__name__}: {e})") from e
+        _check_values(state, st_path)
+        sae.load_state_dict(state, strict=True)
         return sae
 
     def extra_repr(self) -> str:
         return f"d_in={self.d_in}, n_latents={self.n_latents}, k={self.k}"
+
+
+# -- checkpoint validation (TopKSAE.load) ---------------------------------------------------------
+# Names, not getattr(torch, ...): a config must not be able to pick an arbitrary torch attribute.
+_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32, "float64": torch.float64}
+_SAFETENSORS_DTYPES = {"F16": torch.float16, "BF16": torch.bfloat16, "F32": torch.float32, "F64": torch.float64,
+                       "BOOL": torch.bool}
+
+
+def _bad(path: str, reason: str) -> ValueError:
+    return ValueError(f"{path}: not a loadable fastsae checkpoint: {reason}")
+
+
+def _parse_config(cfg, path: str) -> tuple[int, int, int, torch.dtype]:
+    """``(d_in, n_latents, k, dtype)`` of a config.json, every value checked (no coercion:
+    ``"k": 2.7`` is an error, not 2)."""
+    if not isinstance(cfg, dict) or cfg.get("format") != "fastsae.TopKSAE":
+        raise _bad(path, "not a fastsae.TopKSAE config")
+    version = cfg.get("version")
+    if isinstance(version, bool) or not isinstance(version, int) or version != FORMAT_VERSION:
+        raise _bad(path, f"unknown format version {version!r} (this fastsae reads version {FORMAT_VERSION})")
+    sizes = []
+    for key in ("d_in", "n_latents", "k"):
+        if key not in cfg:
+            raise _bad(path, f"{key!r} is missing")
+        v = cfg[key]
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise _bad(path, f"{key} must be an integer, got {v!r}")
+        if v < 1:
+            raise _bad(path, f"{key} must be >= 1, got {v}")
+        sizes.append(v)
+    d_in, n_latents, k = sizes
+    if k > n_latents:
+        raise _bad(path, f"k={k} exceeds n_latents={n_latents}")
+    name = cfg.get("dtype", "float32")  # the first files were all float32
+    if not isinstance(name, str) or name not in _DTYPES:
+        raise _bad(path, f"dtype must be one of {sorted(_DTYPES)}, got {name!r}")
+    return d_in, n_latents, k, _DTYPES[name]
+
+
+def _check_header(f, expected: dict, path: str) -> None:
+    """Exactly the expected tensors, each of the expected shape and dtype (from the header:
+    nothing is read yet)."""
+    names = set(f.keys())
+    missing, extra = sorted(set(expected) - names), sorted(names - set(expected))
+    if missing:
+        raise _bad(path, f"missing tensor(s) {', '.join(missing)}")
+    if extra:
+        raise _bad(path, f"unexpected tensor(s) {', '.join(extra)}")
+    for name, (shape, dtype) in expected.items():
+        s = f.get_slice(name)
+        got_shape, got_dtype = tuple(s.get_shape()), _SAFETENSORS_DTYPES.get(s.get_dtype(), s.get_dtype())
+        if got_shape != shape:
+            raise _bad(path, f"tensor {name} has shape {got_shape}, the config implies {shape}")
+        if got_dtype != dtype:
+            raise _bad(path, f"tensor {name} has dtype {got_dtype}, the config implies {dtype}")
+
+
+def _check_values(state: dict, path: str) -> None:
+    for name, t in state.items():
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            bad = int((~torch.isfinite(t)).sum())
+            if bad:
+                raise _bad(path, f"tensor {name} has {bad} non-finite (NaN/inf) value(s)")
+    std = state["data_std"]
+    if not bool((std > 0).all()):
+        raise _bad(path, f"data_std must be > 0, got {float(std.min())} at dimension {int(std.argmin())}")
 
 
 def _write_text(path: str, text: str) -> None:

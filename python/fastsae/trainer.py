@@ -16,10 +16,12 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import shutil
 import time
+import warnings
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -72,7 +74,20 @@ class TrainConfig:
     checkpoint_every: int = 1000
     """Steps between checkpoints (one is always written at the end)."""
     resume: bool = False
-    """Continue from the latest checkpoint in checkpoint_dir, if there is one."""
+    """Continue from the latest checkpoint in checkpoint_dir, if there is one: the one ``latest``
+    names or, when ``latest`` is missing or names a missing, incomplete or damaged folder, the
+    newest complete step folder (with a warning). A step folder is complete when its
+    ``config.json``, ``sae.safetensors`` and ``trainer.pt`` are present and load (validated, see
+    :meth:`TopKSAE.load`) and ``trainer.pt`` holds the state of the step in its name; step
+    folders none of which is complete are an error, never silently replaced. The checkpoint must
+    come from the same run: every field but those in :data:`RESUME_FREE_FIELDS` equal, and the
+    same data (and eval data) by :meth:`ArraySource.fingerprint`; see ``resume_mismatch``."""
+    resume_mismatch: str = "error"
+    """What resume does when the checkpoint comes from another configuration or other data:
+    "error" (default) raises a ValueError listing each differing field (checkpoint's value vs
+    this run's); "allow" warns with the same list and continues (the continued run is then no
+    longer the run either configuration describes). A checkpoint written before fastsae stored
+    data fingerprints resumes with a warning that the data cannot be checked."""
     max_steps: int | None = None
     """Stop after this many steps in total (for tests and time budgets)."""
     dtype: str = "float32"
@@ -119,11 +134,24 @@ class TrainConfig:
             raise ValueError(f"compute_dtype must be None or 'bfloat16', got {self.compute_dtype!r}")
         if self.max_steps is not None and self.max_steps < 1:
             raise ValueError("max_steps must be >= 1")
+        if self.resume_mismatch not in ("error", "allow"):
+            raise ValueError(f"resume_mismatch must be 'error' or 'allow', got {self.resume_mismatch!r}")
         self.betas = tuple(self.betas)
 
     @property
     def k_aux_effective(self) -> int:
         return min(self.n_latents, self.k_aux if self.k_aux is not None else 2 * self.k)
+
+
+RESUME_FREE_FIELDS = frozenset({
+    "max_steps", "log_every", "checkpoint_dir", "checkpoint_every", "resume", "resume_mismatch", "device",
+    "progress", "prefetch", "data_on_device"})
+"""TrainConfig fields a resumed run may change. Every other field defines the run (a field added
+later defines it too unless listed here). ``max_steps`` is where one invocation stops (a time
+budget: resuming with a larger one continues the same run); ``log_every`` changes only how
+often metrics are recorded from the resume on (the parameters do not depend on it); the
+checkpoint location and interval, the device and the data-loading options change how the run
+is executed, not what it computes (another device may differ in the last bits)."""
 
 
 class TrainResult(NamedTuple):
@@ -227,35 +255,179 @@ def _all_reduce_(t: torch.Tensor) -> torch.Tensor:
 
 # ------------------------------------------------------------------------------------------------
 # Checkpoints: checkpoint_dir/step-000123/{config.json, sae.safetensors, trainer.pt} written to a
-# temporary folder and renamed, then checkpoint_dir/latest (one line) replaced atomically.
+# temporary folder .tmp-step-000123-<pid> and renamed, then checkpoint_dir/latest (one line)
+# replaced atomically.
+
+_STEP_DIR = re.compile(r"step-(\d{9})")
+_TMP_DIR = re.compile(r"\.tmp-step-\d{9}-(\d+)")
+_STATE_KEYS = ("step", "optimizer", "mse_scale", "since_fired", "torch_rng", "history")
 
 
-def _save_checkpoint(ckpt_dir: str, sae: TopKSAE, opt: torch.optim.Optimizer, state: dict) -> None:
-    name = f"step-{state['step']:09d}"
+def _save_checkpoint(ckpt_dir: str, sae: TopKSAE, opt: torch.optim.Optimizer, state: dict, *,
+                     drop_later: bool = False) -> None:
+    """Write the checkpoint of ``state["step"]``, point ``latest`` at it, and keep it and the
+    newest earlier one. Folders of later steps are kept (a run resumed from an earlier
+    checkpoint rewrites them) unless ``drop_later``: a run that did not resume owns the
+    directory, and later folders are an earlier run's, which must not be resumed into it."""
+    step = int(state["step"])
+    name = f"step-{step:09d}"
     final = os.path.join(ckpt_dir, name)
     tmp = os.path.join(ckpt_dir, f".tmp-{name}-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
-    sae.save(tmp)
-    torch.save({"optimizer": opt.state_dict(), **state}, os.path.join(tmp, "trainer.pt"))
-    shutil.rmtree(final, ignore_errors=True)
-    os.replace(tmp, final)
-    _atomic_write(os.path.join(ckpt_dir, "latest"), lambda p: _write_text(p, name + "\n"))
-    for old in sorted(d for d in os.listdir(ckpt_dir) if d.startswith("step-") and d != name)[:-1]:
-        shutil.rmtree(os.path.join(ckpt_dir, old), ignore_errors=True)  # keep the last two
-
-
-def _load_checkpoint(ckpt_dir: str, device) -> tuple[TopKSAE, dict] | None:
-    latest = os.path.join(ckpt_dir, "latest")
-    if not os.path.exists(latest):
-        return None
-    with open(latest) as f:
-        path = os.path.join(ckpt_dir, f.read().strip())
-    sae = TopKSAE.load(path, device=device)
     try:
-        state = torch.load(os.path.join(path, "trainer.pt"), map_location=device, weights_only=True)
+        sae.save(tmp)
+        torch.save({"optimizer": opt.state_dict(), **state}, os.path.join(tmp, "trainer.pt"))
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)  # an error here; a kill is cleaned up at the next start
+        raise
+    _atomic_write(os.path.join(ckpt_dir, "latest"), lambda p: _write_text(p, name + "\n"))
+    others = sorted(d for d in os.listdir(ckpt_dir) if _STEP_DIR.fullmatch(d) and d != name)
+    older = [d for d in others if int(d[5:]) < step]
+    for old in older[:-1] + ([d for d in others if int(d[5:]) > step] if drop_later else []):
+        shutil.rmtree(os.path.join(ckpt_dir, old), ignore_errors=True)
+
+
+def _remove_stale_temporaries(ckpt_dir: str) -> None:
+    """Remove the ``.tmp-step-*-<pid>`` folders a killed checkpoint writer left behind.
+
+    A folder whose pid is this process or another live process on this machine is left alone
+    (that process may be writing it; two runs sharing one checkpoint_dir are not supported, but
+    this one must not break the other's write). A dead writer's pid reused by an unrelated
+    process only delays the removal to a later start."""
+    for d in os.listdir(ckpt_dir):
+        m = _TMP_DIR.fullmatch(d)
+        if m and not _pid_alive(int(m.group(1))):
+            shutil.rmtree(os.path.join(ckpt_dir, d), ignore_errors=True)
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    if os.name != "posix":  # os.kill(pid, 0) would terminate the process on Windows
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    except (OverflowError, OSError):
+        return False
+    return True
+
+
+def _read_checkpoint(path: str) -> tuple[TopKSAE, dict]:
+    """The model and trainer state of a step folder (on the CPU), or a ValueError naming the
+    file that makes it incomplete or damaged."""
+    for f in ("config.json", "sae.safetensors", "trainer.pt"):
+        if not os.path.isfile(os.path.join(path, f)):
+            raise ValueError(f"{path}: incomplete checkpoint ({f} is missing)")
+    sae = TopKSAE.load(path)
+    tp = os.path.join(path, "trainer.pt")
+    try:
+        # On the CPU: torch.set_rng_state takes a CPU tensor, the optimiser moves its own state.
+        state = torch.load(tp, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - any unreadable state is a corrupt checkpoint
-        raise ValueError(f"{path}: corrupt trainer state ({type(e).__name__}: {e})") from e
+        raise ValueError(f"{tp}: corrupt trainer state ({type(e).__name__}: {e})") from e
+    if not isinstance(state, dict) or any(k not in state for k in _STATE_KEYS):
+        have = sorted(state) if isinstance(state, dict) else type(state).__name__
+        raise ValueError(f"{tp}: corrupt trainer state (expected keys {list(_STATE_KEYS)}, got {have})")
+    m = _STEP_DIR.fullmatch(os.path.basename(os.path.normpath(path)))
+    if m and int(m.group(1)) != state["step"]:
+        raise ValueError(f"{tp}: corrupt trainer state (step {state['step']!r} in a folder of step {int(m.group(1))})")
     return sae, state
+
+
+def _load_checkpoint(ckpt_dir: str) -> tuple[TopKSAE, dict, str] | None:
+    """``(sae, state, folder)`` to resume from, or None when checkpoint_dir holds no checkpoint
+    (see :attr:`TrainConfig.resume` for the choice)."""
+    steps = sorted((d for d in os.listdir(ckpt_dir) if _STEP_DIR.fullmatch(d)), reverse=True)
+    latest = os.path.join(ckpt_dir, "latest")
+    problems: list[str] = []
+    named = None
+    if os.path.exists(latest):
+        try:
+            with open(latest, encoding="utf-8") as f:
+                name = f.read().strip()
+        except (OSError, UnicodeDecodeError) as e:
+            problems.append(f"{latest} is unreadable ({type(e).__name__}: {e})")
+        else:
+            if not _STEP_DIR.fullmatch(name):
+                problems.append(f"{latest} names {name[:100]!r}, not a step folder")
+            else:
+                named = name
+                path = os.path.join(ckpt_dir, name)
+                try:
+                    return (*_read_checkpoint(path), path)
+                except ValueError as e:
+                    problems.append(str(e))
+    elif not steps:
+        return None
+    else:
+        problems.append(f"{latest} is missing")
+    for name in steps:
+        if name == named:
+            continue
+        path = os.path.join(ckpt_dir, name)
+        try:
+            sae, state = _read_checkpoint(path)
+        except ValueError as e:
+            problems.append(str(e))
+            continue
+        warnings.warn(f"resuming from {path}, the newest complete checkpoint: {'; '.join(problems)}", stacklevel=3)
+        return sae, state, path
+    raise ValueError(f"{ckpt_dir}: no complete checkpoint to resume from ({'; '.join(problems)}); "
+                     "remove the step folders, or set resume=False (fastsae train --restart) to start over")
+
+
+def _resume_differences(state: dict, cfg: TrainConfig, data: dict) -> tuple[list[str], list[str]]:
+    """``(differences, unchecked)`` between the run that wrote ``state`` and this one: every
+    field outside :data:`RESUME_FREE_FIELDS` (``k_aux`` and ``dead_window`` by their effective
+    values) and the data fingerprints. ``unchecked`` says what an older checkpoint did not store."""
+    diffs, unchecked = [], []
+    try:
+        old = json.loads(state["config"]) if "config" in state else None
+    except (TypeError, json.JSONDecodeError):
+        old = None
+    if not isinstance(old, dict):
+        unchecked.append("the configuration")
+    else:
+        new = json.loads(json.dumps(asdict(cfg)))
+        defaults = {f.name: f.default for f in fields(TrainConfig) if f.default is not MISSING}
+        defaults = json.loads(json.dumps(defaults))
+        n_train = data["n_train"]
+
+        def effective(c: dict, name: str):
+            v = c.get(name, defaults.get(name))
+            if name == "k_aux" and isinstance(c.get("n_latents"), int) and isinstance(c.get("k"), int):
+                return min(c["n_latents"], v if v is not None else 2 * c["k"])
+            if name == "dead_window":
+                return v or n_train
+            return v
+
+        for f in fields(TrainConfig):
+            if f.name in RESUME_FREE_FIELDS:
+                continue
+            a, b = effective(old, f.name), effective(new, f.name)
+            if a != b:
+                diffs.append(f"{f.name}: {a!r} (checkpoint) vs {b!r} (this run)")
+    old_data = state.get("data")
+    if not isinstance(old_data, dict):
+        unchecked.append("the data")
+    else:
+        for role in ("train", "eval"):
+            a, b = old_data.get(role), data[role]
+            what = "data" if role == "train" else "eval_data"
+            if a is None or b is None:
+                if a != b:
+                    diffs.append(f"{what}: {'given' if a else 'none'} (checkpoint) vs {'given' if b else 'none'} (this run)")
+                continue
+            for key in b:
+                if a.get(key) != b[key]:
+                    diffs.append(f"{what} {key}: {a.get(key)!r} (checkpoint) vs {b[key]!r} (this run)")
+    return diffs, unchecked
 
 
 # ------------------------------------------------------------------------------------------------
@@ -362,27 +534,50 @@ def train(data: Any, config: TrainConfig, *, eval_data: Any = None, init: TopKSA
     steps_per_epoch = n_train // cfg.batch_size
     if steps_per_epoch == 0:
         raise ValueError(f"{n_train} training rows are fewer than one batch of {cfg.batch_size}")
-    total_steps = max(1, int(cfg.epochs * steps_per_epoch))
-    if cfg.max_steps is not None:
-        total_steps = min(total_steps, cfg.max_steps)
+    schedule_steps = max(1, int(cfg.epochs * steps_per_epoch))
+    total_steps = schedule_steps if cfg.max_steps is None else min(schedule_steps, cfg.max_steps)
     dead_window = cfg.dead_window or n_train
 
     ckpt_dir = cfg.checkpoint_dir
     loaded = None
+    # What the checkpoints record of the data, for a resume to recognise them.
+    data_fp = {"train": source.fingerprint(), "eval": eval_source.fingerprint() if eval_data is not None else None}
     if ckpt_dir:
         os.makedirs(ckpt_dir, exist_ok=True)
+        if rank == 0:
+            _remove_stale_temporaries(ckpt_dir)
         if cfg.resume:
-            loaded = _load_checkpoint(ckpt_dir, device)
+            loaded = _load_checkpoint(ckpt_dir)
+    acc, acc_steps = torch.zeros(3, dtype=torch.float64, device=device), 0
     if loaded is not None:
-        sae, state = loaded
+        sae, state, ckpt_path = loaded
         if (sae.d_in, sae.n_latents, sae.k) != (source.d, cfg.n_latents, cfg.k):
             raise ValueError(f"checkpoint is d={sae.d_in}, n={sae.n_latents}, k={sae.k}; "
                              f"this run is d={source.d}, n={cfg.n_latents}, k={cfg.k}")
-        sae = sae.to(dtype)
+        diffs, unchecked = _resume_differences(state, cfg, {**data_fp, "n_train": n_train})
+        if diffs and cfg.resume_mismatch == "error":
+            raise ValueError(f"{ckpt_path}: cannot resume, the checkpoint is from another run: {'; '.join(diffs)}. "
+                             "Set resume_mismatch='allow' (fastsae train --allow-resume-mismatch) to continue it "
+                             "anyway, or resume=False (--restart) to start over")
+        if diffs:
+            warnings.warn(f"{ckpt_path}: resuming a checkpoint of another run (resume_mismatch='allow'): "
+                          f"{'; '.join(diffs)}", stacklevel=2)
+        if unchecked:
+            warnings.warn(f"{ckpt_path}: written before fastsae recorded {' and '.join(unchecked)} in checkpoints; "
+                          "resuming without checking them", stacklevel=2)
+        sae = sae.to(device=device, dtype=dtype)
         step, mse_scale = int(state["step"]), float(state["mse_scale"])
         since_fired = state["since_fired"].to(device)
         history = list(state.get("history", []))
         torch.set_rng_state(state["torch_rng"])
+        # The log interval the checkpoint was in the middle of (absent in older checkpoints:
+        # their first record after a resume averages only the steps since the resume). Its sums
+        # live on rank 0, the other ranks continue from zero: the record sums over ranks.
+        interval = state.get("interval")
+        if interval is not None:
+            acc_steps = int(interval["steps"])
+            if rank == 0:
+                acc = interval["sums"].to(device=device, dtype=torch.float64)
     elif init is not None:
         if (init.d_in, init.n_latents, init.k) != (source.d, cfg.n_latents, cfg.k):
             raise ValueError(f"init is d={init.d_in}, n={init.n_latents}, k={init.k}; "
@@ -417,7 +612,13 @@ def train(data: Any, config: TrainConfig, *, eval_data: Any = None, init: TopKSA
 
     opt = make_optimizer(sae, cfg)
     if state is not None:
+        # The moments come from the checkpoint, the hyperparameters and the implementation
+        # (fused or not, for this device) from this run's config: equal unless resume_mismatch
+        # allowed a change, which then takes effect.
+        settings = [{k: v for k, v in g.items() if k != "params"} for g in opt.param_groups]
         opt.load_state_dict(state["optimizer"])
+        for g, s in zip(opt.param_groups, settings):
+            g.update(s)
     local = cfg.batch_size // world
     flops_per_example = training_flops_per_example(source.d, cfg.n_latents, cfg.k)
     metrics_path = os.path.join(ckpt_dir, "metrics.jsonl") if ckpt_dir and rank == 0 else None
@@ -435,10 +636,10 @@ def train(data: Any, config: TrainConfig, *, eval_data: Any = None, init: TopKSA
     # gradient is dense anyway and optimizer_step projects it in one pass, as it does in mixed
     # precision (projecting along the bf16-rounded rows would leave a parallel component).
     fused_projection = ops.backend(device, cdtype) == "triton" and not mixed
-    # Per-step statistics (nmse, aux loss, l0) are summed on the device and read at log steps:
-    # a .item() per step would make the host wait for each step to finish before it loads the
-    # next batch, instead of loading it while the GPU runs the backward pass.
-    acc, acc_steps = torch.zeros(3, dtype=torch.float64, device=device), 0
+    # Per-step statistics (nmse, aux loss, l0) are summed on the device (acc, acc_steps, set
+    # above) and read at log steps: a .item() per step would make the host wait for each step to
+    # finish before it loads the next batch, instead of loading it while the GPU runs the
+    # backward pass.
     t_last, ex_last = time.perf_counter(), step * cfg.batch_size
 
     bar = None
@@ -468,12 +669,17 @@ def train(data: Any, config: TrainConfig, *, eval_data: Any = None, init: TopKSA
             bar.set_postfix(nmse=f"{nmse:.4f}")
         return rec
 
-    def checkpoint() -> None:
+    def checkpoint(records: list[dict], sums: torch.Tensor, n_steps: int) -> None:
+        """``records``, ``sums`` and ``n_steps``: the log as of this step and the open log
+        interval's statistics, what a resumed run continues from."""
+        if ckpt_dir:
+            sums = _all_reduce_(sums.clone())  # every rank's share, collected on rank 0
         if ckpt_dir and rank == 0:
             _save_checkpoint(ckpt_dir, sae, opt, {
                 "step": step, "mse_scale": mse_scale, "since_fired": since_fired.cpu(),
-                "torch_rng": torch.get_rng_state(), "history": history, "config": json.dumps(asdict(cfg)),
-            })
+                "torch_rng": torch.get_rng_state(), "history": list(records), "config": json.dumps(asdict(cfg)),
+                "data": data_fp, "interval": {"sums": sums.cpu(), "steps": n_steps},
+            }, drop_later=loaded is None)
         if dist:
             dist.barrier()
 
@@ -544,10 +750,15 @@ def train(data: Any, config: TrainConfig, *, eval_data: Any = None, init: TopKSA
             acc_steps += 1
             if bar is not None:
                 bar.update(1)
+            # Where max_steps cuts the schedule short off a log step, the last record is an
+            # interim one: returned and logged, but the checkpoint holds the open interval
+            # instead, so that a resumed run logs exactly what the uninterrupted run logs.
+            interim = step == total_steps and step < schedule_steps and step % cfg.log_every != 0
+            before = (list(history), acc.clone(), acc_steps) if interim else None
             if step % cfg.log_every == 0 or step == total_steps:
                 record()
             if step % cfg.checkpoint_every == 0 or step == total_steps:
-                checkpoint()
+                checkpoint(*(before or (history, acc, acc_steps)))
     finally:
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
