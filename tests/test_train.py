@@ -268,7 +268,8 @@ def test_data_parallel_two_processes_equal_one(tmp_path):
 import shutil  # noqa: E402
 import warnings  # noqa: E402
 
-from fastsae.trainer import RESUME_FREE_FIELDS, _pid_alive  # noqa: E402
+from fastsae.checkpoints import pid_alive  # noqa: E402
+from fastsae.trainer import RESUME_FREE_FIELDS  # noqa: E402
 
 
 def records(path):
@@ -391,7 +392,7 @@ def test_stale_temporary_folders_are_removed_and_the_run_resumes(off_grid, tmp_p
     train(X, small_config(checkpoint_dir=str(cut), max_steps=10, **OFF))
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     dead_pid = int(dead.stdout)
-    assert not _pid_alive(dead_pid)
+    assert not pid_alive(dead_pid)
     stale = [cut / f".tmp-step-000000012-{dead_pid}", cut / ".tmp-step-000000016-99999999"]
     for p in stale:  # as a killed writer leaves them: a partial model, no trainer state
         shutil.copytree(cut / "step-000000010", p)
