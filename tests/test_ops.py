@@ -162,3 +162,75 @@ def test_backend_switch(monkeypatch):
             ops.backend(torch.device("cpu"), torch.float32)
     monkeypatch.setenv("TRITON_INTERPRET", "1")
     assert ops.backend(torch.device("cpu"), torch.float32) == "triton"
+
+
+def strided_views(tensors, dtype, device="cpu"):
+    """The five SAE tensors (x, W_enc, b_enc, W_dec, b_dec) as the views other projects pass:
+    x and both weights as transposes of ``[d, B]``/``[d, n]`` leaves (SAELens holds W_enc as
+    ``[d, n]`` and passes ``W_enc.T``), the biases as strided columns of ``[*, 2]`` leaves.
+    Returns (leaves, views, back): ``back(leaf_grads)`` reads the gradients in the views' shapes
+    and checks the leaves' other columns got exactly zero."""
+    x, We, be, Wd, bd = tensors
+    leaves = [x.t().contiguous(), We.t().contiguous(), torch.stack([torch.zeros_like(be), be], 1),
+              Wd.t().contiguous(), torch.stack([bd, torch.zeros_like(bd)], 1)]
+    leaves = [t.to(dtype).to(device).requires_grad_() for t in leaves]
+    views = [leaves[0].T, leaves[1].T, leaves[2][:, 1], leaves[3].T, leaves[4][:, 0]]
+    assert all(v.stride(-1) != 1 for v in views)
+
+    def back(gs):
+        assert gs[2][:, 0].abs().max() == 0 and gs[4][:, 1].abs().max() == 0
+        return [gs[0].T, gs[1].T, gs[2][:, 1], gs[3].T, gs[4][:, 0]]
+
+    return leaves, views, back
+
+
+@pytest.mark.parametrize("shape", [SHAPES["B5_d48_n200_k7"], SHAPES["B16_d40_n97_k13"], SHAPES["B3_d17_n33_k1"]],
+                         ids=["k7", "k13", "k1"])
+@pytest.mark.parametrize("dtype, tol", DTYPES.values(), ids=DTYPES.keys())
+def test_transposed_weights_and_strided_inputs(shape, dtype, tol):
+    """W_enc and W_dec passed as .T of [d, n] parameters, x as .T of [d, B], biases as strided
+    columns: outputs and every gradient against the float64 dense reference, and .backward()
+    leaves each gradient in the caller's parameter, in its shape and layout."""
+    B, d, n, k = shape
+    tensors = separated_inputs(B, d, n, k, seed=B * 100 + n)
+    leaves, views, back = strided_views(tensors, dtype)
+    ref = [t.to(dtype).double().requires_grad_() for t in tensors]
+    code = ops.topk_encode(views[0], views[1], views[2], k)
+    y = ops.sparse_decode(code.indices, code.values, views[3], views[4])
+    y_ref, idx_ref, top_ref = dense_topk_sae_reference(*ref, k)
+    assert torch.equal(code.indices.sort(dim=1).values, idx_ref.sort(dim=1).values)
+    torch.testing.assert_close(y.double(), y_ref, rtol=tol, atol=tol * 10)
+    g = torch.randn(B, d, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    (y * g.to(dtype)).sum().backward()
+    for name, p in zip(["x", "W_enc", "b_enc", "W_dec", "b_dec"], leaves):
+        assert p.grad is not None and p.grad.shape == p.shape, name
+    for name, a, b in zip(["x", "W_enc", "b_enc", "W_dec", "b_dec"], back([p.grad for p in leaves]),
+                          torch.autograd.grad(y_ref, ref, g)):
+        torch.testing.assert_close(a.double(), b, rtol=tol, atol=tol * 10, msg=lambda m: f"grad {name}: {m}")
+    assert leaves[1].grad.stride() == leaves[1].stride()  # W_enc's gradient in the parameter's own layout
+
+
+def test_transposed_weights_with_auxk_and_projection():
+    """topk_encode_aux and sparse_decode(project_grad=True) on transposed weights: the same
+    codes and gradients as on contiguous copies of the same weights."""
+    B, d, n, k, k_aux = 6, 20, 45, 4, 6
+    tensors = separated_inputs(B, d, n, k, seed=9)
+    dead = torch.zeros(n, dtype=torch.bool)
+    dead[::2] = True
+    results = []
+    for transposed in (False, True):
+        if transposed:
+            leaves, views, back = strided_views(tensors, torch.float64)
+        else:
+            leaves = views = [t.clone().requires_grad_() for t in tensors]
+            back = list
+        code, aux = ops.topk_encode_aux(views[0], views[1], views[2], k, dead, k_aux)
+        y = ops.sparse_decode(code.indices, code.values, views[3], views[4], project_grad=True)
+        ya = ops.sparse_decode(aux.indices, aux.values, views[3])
+        (y.pow(2).sum() + ya.pow(3).sum()).backward()
+        results.append((code, aux, back([p.grad for p in leaves])))
+    (c0, a0, g0), (c1, a1, g1) = results
+    assert torch.equal(c0.indices, c1.indices) and torch.equal(a0.indices, a1.indices)
+    assert a0.values.gt(0).any()  # the aux code is not empty: its gradient is exercised
+    for name, a, b in zip(["x", "W_enc", "b_enc", "W_dec", "b_dec"], g1, g0):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12, msg=lambda m: f"grad {name}: {m}")

@@ -21,7 +21,7 @@ from fastsae import ops  # noqa: E402
 from fastsae.ops import _segment, decode_kernels, encode_kernels  # noqa: E402
 from fastsae.ops.reference import dense_topk_sae_reference  # noqa: E402
 
-from test_ops import separated_inputs  # noqa: E402
+from test_ops import separated_inputs, strided_views  # noqa: E402
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
@@ -380,6 +380,236 @@ def test_launchers_check_shapes():
         encode_kernels.topk_candidates(torch.randn(8, 4).t(), torch.randn(10, 8), torch.randn(10), 2)
     with pytest.raises(AssertionError, match="both be"):
         decode_kernels.gather_sum(torch.zeros(2, 3, dtype=torch.int64), torch.zeros(2, 4), torch.randn(5, 3))
+
+
+@pytest.mark.parametrize("shape", [SHAPES["B5_d48_n200_k7"], SHAPES["B3_d17_n33_k1"]], ids=["k7", "k1"])
+@pytest.mark.parametrize("dtype, tol", DTYPES.values(), ids=DTYPES.keys())
+def test_transposed_weights_and_strided_inputs(shape, dtype, tol):
+    """The kernels on the views other projects pass (W_enc and W_dec as .T of [d, n] parameters,
+    x as .T of [d, B], biases as strided columns): outputs and every gradient against float64,
+    each gradient landing in the caller's parameter (shape [d, n] for the weights)."""
+    B, d, n, k = shape
+    tensors = separated_inputs(B, d, n, k, seed=B * 7 + n)
+    leaves, views, back = strided_views(tensors, dtype, DEVICE)
+    ref = [t.to(dtype).double().requires_grad_() for t in tensors]
+    code = ops.topk_encode(views[0], views[1], views[2], k)
+    pre = torch.relu(ref[0] @ ref[1].t() + ref[2]).detach()
+    check_selection(pre, code.indices, code.values, dtype)
+    y = ops.sparse_decode(code.indices, code.values, views[3], views[4])
+    y_ref, _, _ = dense_topk_sae_reference(*ref, k, indices=code.indices.cpu())
+    assert (y.double().cpu() - y_ref).abs().max().item() <= tol * max(y_ref.abs().max().item(), 1.0) * 10
+    g = torch.randn(B, d, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    (y * to(g, dtype)).sum().backward()
+    assert [tuple(p.grad.shape) for p in leaves] == [tuple(p.shape) for p in leaves]
+    for name, a, b in zip(["x", "W_enc", "b_enc", "W_dec", "b_dec"], back([p.grad for p in leaves]),
+                          torch.autograd.grad(y_ref, ref, g)):
+        err = (a.double().cpu() - b).abs().max().item()
+        assert err <= tol * max(b.abs().max().item(), 1.0) * 10, f"grad {name}: {err}"
+    # AuxK on the transposed encoder: the same codes as on a contiguous copy
+    dead = torch.zeros(n, dtype=torch.bool, device=DEVICE)
+    dead[1::2] = True
+    c1, a1 = ops.topk_encode_aux(views[0], views[1], views[2], k, dead, 3)
+    c0, a0 = ops.topk_encode_aux(*(v.detach().contiguous() for v in views[:3]), k, dead, 3)
+    assert torch.equal(c1.indices, c0.indices) and torch.equal(a1.indices, a0.indices)
+    assert torch.equal(a1.values, a0.values)
+
+
+# ------------------------------------------------------------------------------------------------
+# The first-call self-check (ops._selfcheck), under the interpreter with FASTSAE_SELFCHECK=1:
+# injected failures must warn once, return the torch result and send the configuration to torch.
+
+SC_SHAPE = (5, 24, 60, 4)  # B, d, n, k
+
+
+@pytest.fixture
+def selfcheck(monkeypatch):
+    monkeypatch.setenv("FASTSAE_SELFCHECK", "1")
+    ops.selfcheck_reset()
+    yield
+    ops.selfcheck_reset()
+
+
+def sc_inputs(dtype=torch.float32, grad=False):
+    B, d, n, k = SC_SHAPE
+    ts = [to(t, dtype) for t in separated_inputs(B, d, n, k, seed=17)]
+    return [t.requires_grad_(grad) for t in ts]
+
+
+def counting(monkeypatch, module, name, replacement=None):
+    """Patch ``module.name`` with a wrapper counting calls (``replacement(real, *a, **kw)`` if given)."""
+    real = getattr(module, name)
+    calls = []
+
+    def wrapper(*a, **kw):
+        calls.append(1)
+        return replacement(real, *a, **kw) if replacement else real(*a, **kw)
+
+    monkeypatch.setattr(module, name, wrapper)
+    return calls
+
+
+def kernel_warnings(record):
+    return [w for w in record if issubclass(w.category, ops.KernelSelfCheckWarning)]
+
+
+def reference_code(x, W, b, k):
+    pre = torch.relu(x.double() @ W.double().t() + b.double()).detach()
+    return pre
+
+
+def test_selfcheck_failing_kernel_warns_once_and_uses_torch_from_then_on(selfcheck, monkeypatch):
+    def boom(real, *a, **kw):
+        raise RuntimeError("injected: PTX compilation failed")
+
+    calls = counting(monkeypatch, encode_kernels, "topk_candidates", boom)
+    x, We, be, _, _ = sc_inputs()
+    k = SC_SHAPE[3]
+    with pytest.warns(ops.KernelSelfCheckWarning, match=r"topk_encode forward.*injected: PTX.*report") as rec:
+        code = ops.topk_encode(x, We, be, k)
+    assert len(kernel_warnings(rec)) == 1 and len(calls) == 1
+    check_selection(reference_code(x, We, be, k), code.indices, code.values, torch.float32)
+    (status,) = [v for c, v in ops.selfcheck_status().items() if c.startswith("topk_encode forward")]
+    assert status.startswith("failed: the kernel raised RuntimeError")
+    import warnings
+
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("always")
+        code2 = ops.topk_encode(x, We, be, k)
+    assert not kernel_warnings(rec) and len(calls) == 1  # the torch path, without trying the kernel again
+    assert torch.equal(code2.indices, code.indices)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+def test_selfcheck_wrong_encode_result_is_caught_and_replaced(selfcheck, monkeypatch, dtype):
+    """The kernel drops each row's best latent (returns ranks 2..k+1): warning, the correct
+    torch code for that call, and the torch path from then on."""
+    def drop_best(real, x, W, b, k, **kw):
+        i, v = real(x, W, b, k + 1, **kw)
+        return i[:, 1:].contiguous(), v[:, 1:].contiguous()
+
+    calls = counting(monkeypatch, encode_kernels, "topk_candidates", drop_best)
+    x, We, be, _, _ = sc_inputs(dtype)
+    k = SC_SHAPE[3]
+    with pytest.warns(ops.KernelSelfCheckWarning, match="top-k code.*left out"):
+        code = ops.topk_encode(x, We, be, k)
+    pre = reference_code(x, We, be, k)
+    check_selection(pre, code.indices, code.values, dtype)
+    ops.topk_encode(x, We, be, k)
+    assert len(calls) == 1
+
+
+def test_selfcheck_wrong_decode_result_is_caught_and_replaced(selfcheck, monkeypatch):
+    calls = counting(monkeypatch, decode_kernels, "gather_sum", lambda real, *a, **kw: real(*a, **kw) * 1.01)
+    x, We, be, Wd, bd = sc_inputs()
+    B, d, n, k = SC_SHAPE
+    idx = torch.stack([torch.randperm(n, generator=torch.Generator().manual_seed(b))[:k] for b in range(B)]).to(DEVICE)
+    vals = to(torch.rand(B, k, generator=torch.Generator().manual_seed(1)), torch.float32)
+    with pytest.warns(ops.KernelSelfCheckWarning, match="sparse_decode forward.*decode differs"):
+        y = ops.sparse_decode(idx, vals, Wd, bd)
+    y_ref = torch.zeros(B, n, dtype=torch.float64).scatter(1, idx.cpu(), vals.double().cpu()) @ Wd.double().cpu() + bd.double().cpu()
+    torch.testing.assert_close(y.double().cpu(), y_ref, rtol=1e-5, atol=1e-5)
+    ops.sparse_decode(idx, vals, Wd, bd)
+    assert len(calls) == 1
+
+
+def test_selfcheck_backward_mismatch_is_caught_and_replaced(selfcheck, monkeypatch):
+    """A wrong dW_enc from the segment reduction, then a wrong dvalues from the decode's
+    gather-dot: each warns once, the gradients of that call are the torch path's (float64
+    reference), and the next backward does not call the kernel."""
+    seg = counting(monkeypatch, encode_kernels, "segment_rows", lambda real, *a, **kw: tuple(t * 1.05 for t in real(*a, **kw)))
+    dot = counting(monkeypatch, decode_kernels, "gather_dot", lambda real, *a, **kw: real(*a, **kw) + 0.5)
+    k = SC_SHAPE[3]
+    ts = sc_inputs(grad=True)
+    ref = [t.detach().double().cpu().requires_grad_() for t in ts]
+    g = torch.randn(SC_SHAPE[0], SC_SHAPE[1], dtype=torch.float64, generator=torch.Generator().manual_seed(5))
+    import warnings
+
+    for attempt in range(2):
+        with warnings.catch_warnings(record=True) as rec:
+            warnings.simplefilter("always")
+            code = ops.topk_encode(ts[0], ts[1], ts[2], k)
+            y = ops.sparse_decode(code.indices, code.values, ts[3], ts[4])
+            ours = torch.autograd.grad(y, ts, to(g, torch.float32))
+        messages = [str(w.message) for w in kernel_warnings(rec)]
+        if attempt == 0:
+            assert len(messages) == 2, messages
+            assert any("topk_encode backward" in m and "dW_enc differs" in m for m in messages), messages
+            assert any("sparse_decode backward" in m and "dvalues differs" in m for m in messages), messages
+            first = (len(seg), len(dot))  # the call itself and the check's slice
+        else:
+            assert not messages and (len(seg), len(dot)) == first, (messages, len(seg), len(dot))
+        y_ref, _, _ = dense_topk_sae_reference(*ref, k, indices=code.indices.cpu())
+        for name, a, b in zip(["x", "W_enc", "b_enc", "W_dec", "b_dec"], ours, torch.autograd.grad(y_ref, ref, g)):
+            torch.testing.assert_close(a.double().cpu(), b, rtol=1e-4, atol=1e-4, msg=lambda m: f"grad {name}: {m}")
+    failed = [c for c, v in ops.selfcheck_status().items() if v.startswith("failed")]
+    assert len(failed) == 2 and all("backward" in c for c in failed), failed
+
+
+def test_selfcheck_off_lets_a_wrong_result_through(selfcheck, monkeypatch):
+    """FASTSAE_SELFCHECK=0: no check at all (the injected wrong result comes back), no record."""
+    monkeypatch.setenv("FASTSAE_SELFCHECK", "0")
+    calls = counting(monkeypatch, decode_kernels, "gather_sum", lambda real, *a, **kw: real(*a, **kw) * 2)
+    _, _, _, Wd, bd = sc_inputs()
+    idx = torch.tensor([[0, 3], [5, 1]], device=DEVICE)
+    vals = to(torch.tensor([[1.0, 0.5], [2.0, 0.25]]), torch.float32)
+    import warnings
+
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("always")
+        for _ in range(2):
+            y = ops.sparse_decode(idx, vals, Wd, bd)
+    right = (vals.double().cpu()[:, :, None] * Wd.double().cpu()[idx.cpu()]).sum(1) + bd.double().cpu()
+    torch.testing.assert_close(y.double().cpu(), 2 * right, rtol=1e-5, atol=1e-5)
+    assert not kernel_warnings(rec) and len(calls) == 2 and ops.selfcheck_status() == {}
+
+
+def test_selfcheck_default_and_switch(monkeypatch):
+    from fastsae.ops import _selfcheck
+
+    monkeypatch.delenv("FASTSAE_SELFCHECK", raising=False)
+    assert _selfcheck.enabled(torch.device("cuda", 0)) and not _selfcheck.enabled(torch.device("cpu"))
+    monkeypatch.setenv("FASTSAE_SELFCHECK", "1")
+    assert _selfcheck.enabled(torch.device("cpu"))
+    monkeypatch.setenv("FASTSAE_SELFCHECK", "0")
+    assert not _selfcheck.enabled(torch.device("cuda", 0))
+    monkeypatch.setenv("FASTSAE_SELFCHECK", "maybe")
+    with pytest.raises(ValueError, match="FASTSAE_SELFCHECK"):
+        _selfcheck.enabled(torch.device("cpu"))
+
+
+def test_selfcheck_passes_the_real_kernels_once_per_configuration(selfcheck, monkeypatch):
+    """The unmodified kernels pass (fp32, bf16, fp16; AuxK; the fused projection; latents tied
+    exactly, so ties at the k-th place are resolved differently from torch), and each
+    configuration is checked on its first call only."""
+    from fastsae.ops import _selfcheck
+
+    counts = {name: counting(monkeypatch, _selfcheck, name) for name in
+              ("check_encode_forward", "check_encode_backward", "check_decode_forward", "check_decode_backward")}
+    B, d, n, k = SC_SHAPE
+    import warnings
+
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("always")
+        for dtype in (torch.float32, torch.bfloat16, torch.float16):
+            x, We, be, Wd, bd = (t.detach() for t in sc_inputs(dtype))
+            We[1::2] = We[0::2][: n // 2]  # pairs of identical latents: exact ties everywhere
+            be[1::2] = be[0::2][: n // 2]
+            ts = [t.requires_grad_() for t in (x, We, be, Wd, bd)]
+            dead = torch.zeros(n, dtype=torch.bool, device=DEVICE)
+            dead[::3] = True
+            for _ in range(3):
+                code, aux = ops.topk_encode_aux(ts[0], ts[1], ts[2], k, dead, 5)
+                y = ops.sparse_decode(code.indices, code.values, ts[3], ts[4], project_grad=True)
+                ya = ops.sparse_decode(aux.indices, aux.values, ts[3])
+                (y.float().pow(2).sum() + ya.float().sum()).backward()
+    assert not kernel_warnings(rec), [str(w.message) for w in kernel_warnings(rec)]
+    status = ops.selfcheck_status()
+    assert status and all(v == "passed" for v in status.values()), status
+    # per dtype: one fused forward, one encode backward, decode forward with and without bias,
+    # decode backward with and without projection
+    assert len(counts["check_encode_forward"]) == 3 and len(counts["check_encode_backward"]) == 3
+    assert len(counts["check_decode_forward"]) == 6 and len(counts["check_decode_backward"]) == 6
+    assert len(status) == 18
 
 
 # ------------------------------------------------------------------------------------------------

@@ -5,7 +5,10 @@
   deterministic segment reduction of :mod:`._segment` (touched rows only, no atomics), with the
   unit-norm gradient projection fused for those rows when asked; ``db_dec = grad.sum(0)``.
 
-Kernels -> launchers (shape checks, allocation) -> autograd Function -> public function.
+Kernels -> launchers (shape checks, allocation) -> autograd Function -> public function. The
+Function takes any strided ``W_dec``/``b_dec`` and copies once per call what does not have unit
+stride along rows (gathering rows with a stride of ``n`` would read a sector per element); every
+kernel call goes through :func:`fastsae.ops._selfcheck.guarded`.
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ import torch
 import triton
 import triton.language as tl
 
+from . import _selfcheck, reference
+from .reference import rows_contiguous
 from ._segment import block_d, segment_rows
 
 
@@ -74,6 +79,7 @@ def gather_sum(indices: torch.Tensor, values: torch.Tensor, W: torch.Tensor, bia
                out_dtype: torch.dtype | None = None) -> torch.Tensor:
     """``[B, d]``: ``sum_j values[b, j] * W[indices[b, j]] (+ bias)``."""
     _check(indices, values, W)
+    assert bias is None or bias.is_contiguous(), "bias must be contiguous"
     B, k = indices.shape
     d = W.shape[1]
     out = torch.empty(B, d, dtype=out_dtype or W.dtype, device=W.device)
@@ -99,25 +105,49 @@ def gather_dot(indices: torch.Tensor, g: torch.Tensor, W: torch.Tensor, out_dtyp
     return out
 
 
+def _config(phase, indices, values, W, extra=""):
+    return (f"sparse_decode {phase}, {str(values.dtype).removeprefix('torch.')}, "
+            f"{str(indices.dtype).removeprefix('torch.')} ids, {values.device}, BLOCK_D={block_d(W.shape[1])} "
+            f"BLOCK_K={block_k(indices.shape[1])}{extra}")
+
+
+def decode_backward(indices, values, grad, W_dec, n: int, project: bool, need_dvalues: bool, need_dW: bool):
+    """(dvalues, dW_dec) for the output gradient ``grad`` ([B, d], contiguous); None where not needed."""
+    dvalues = dW = None
+    if need_dvalues:
+        dvalues = gather_dot(indices, grad, W_dec, values.dtype)
+    if need_dW:
+        dW = segment_rows(indices, values, grad, n, out_dtype=W_dec.dtype, project=W_dec if project else None)
+    return dvalues, dW
+
+
 class SparseDecode(torch.autograd.Function):
     @staticmethod
     def forward(ctx, indices, values, W_dec, b_dec, project_grad):
-        ctx.save_for_backward(indices, values, W_dec)
+        W = rows_contiguous(W_dec)
+        b = b_dec.contiguous() if b_dec is not None else None
+        ctx.save_for_backward(indices, values, W)
         ctx.has_bias, ctx.project_grad = b_dec is not None, project_grad
-        return gather_sum(indices, values, W_dec, b_dec)
+        return _selfcheck.guarded(
+            _config("forward", indices, values, W, f" bias={b is not None}"), values.device,
+            lambda: gather_sum(indices, values, W, b),
+            lambda out: _selfcheck.check_decode_forward(indices, values, W, b, out),
+            lambda: reference.decode_rows(indices, values, W, b))
 
     @staticmethod
     def backward(ctx, grad):
         indices, values, W_dec = ctx.saved_tensors
         grad = grad.contiguous()
-        dvalues = dW = db = None
-        if ctx.needs_input_grad[1]:
-            dvalues = gather_dot(indices, grad, W_dec, values.dtype)
-        if ctx.needs_input_grad[2]:
-            dW = segment_rows(indices, values, grad, W_dec.shape[0], out_dtype=W_dec.dtype,
-                              project=W_dec if ctx.project_grad else None)
-        if ctx.has_bias and ctx.needs_input_grad[3]:
-            db = grad.sum(0)
+        needs = (ctx.needs_input_grad[1], ctx.needs_input_grad[2])
+        project = ctx.project_grad
+        dvalues, dW = _selfcheck.guarded(
+            _config("backward", indices, values, W_dec, f" project={project} dvalues={needs[0]} dW={needs[1]}"),
+            values.device,
+            lambda: decode_backward(indices, values, grad, W_dec, W_dec.shape[0], project, *needs),
+            lambda out: _selfcheck.check_decode_backward(decode_backward, indices, values, grad, W_dec, project, needs,
+                                                         out),
+            lambda: reference.decode_backward(indices, values, grad, W_dec, project, *needs))
+        db = grad.sum(0) if ctx.has_bias and ctx.needs_input_grad[3] else None
         return None, dvalues, dW, db, None
 
 

@@ -35,6 +35,13 @@ Backward flows only through the k active entries: ``g = dvalues * (values > 0)``
 ``dx = sum_j g[b, j] W_enc[idx[b, j]]`` (the decode gather kernel), and ``dW_enc``/``db_enc``
 by the deterministic segment reduction (no atomics, no ``[B, n]`` gradient, no ``[B, k, d]``
 temporary).
+
+The kernels read rows with unit stride: the autograd Functions take any strided ``x``/``W_enc``
+(e.g. SAELens's ``W_enc.T``) and make one contiguous copy per call of what is not (a
+memory-bound copy of ``[n, d]``, far cheaper than gathering rows with a stride of ``n``), kept
+for the backward; the gradients flow back through the caller's view. Every kernel call goes
+through :func:`fastsae.ops._selfcheck.guarded` (the first-call check against the torch path,
+keyed by :func:`forward_config`/:func:`backward_config`).
 """
 
 from __future__ import annotations
@@ -47,9 +54,10 @@ import torch
 import triton
 import triton.language as tl
 
-from ._segment import segment_order, segment_rows
-from .decode_kernels import gather_sum
-from .reference import SavedCtx, gemm_topk
+from . import _selfcheck, reference
+from ._segment import block_d, segment_order, segment_rows
+from .decode_kernels import block_k, gather_sum
+from .reference import SavedCtx, gemm_topk, rows_contiguous
 
 MAX_RANGE_16BIT = 1 << 16  # latents per range with int32 keys: the id within the range has 16 bits
 
@@ -271,6 +279,7 @@ def topk_candidates(x, W_enc, b_enc, k, dead=None, k_aux=0, **overrides):
     assert x.dtype == W_enc.dtype == b_enc.dtype and x.dtype in _TL, \
         "x, W_enc, b_enc: one dtype among float32, bfloat16, float16"
     assert x.stride(1) == 1 and W_enc.stride(1) == 1, "rows of x and W_enc must be contiguous"
+    assert b_enc.is_contiguous(), "b_enc must be contiguous"
     B, d = x.shape
     n = W_enc.shape[0]
     assert 1 <= k <= n, "1 <= k <= n"
@@ -356,15 +365,54 @@ def _time_ms(fn, reps: int = 3) -> float:
     return start.elapsed_time(end) / reps
 
 
+def forward_config(x, W_enc, k: int, dead=None, k_aux: int = 0) -> str:
+    """The self-check's name for the fused forward's compiled configuration on these inputs."""
+    has_aux = dead is not None and k_aux > 0
+    B, d = x.shape
+    p = plan(B, W_enc.shape[0], d, k, k_aux if has_aux else 0, x.dtype, _sm_count(x.device))
+    return (f"topk_encode forward, fused kernel, {str(x.dtype).removeprefix('torch.')}, {x.device}, "
+            f"K_POW2={p.K_POW2} KAUX_POW2={p.KAUX_POW2 if has_aux else 0} KEY32={p.KEY32} BLOCK_B={p.BLOCK_B} "
+            f"BLOCK_N={p.BLOCK_N} BLOCK_D={p.BLOCK_D} num_warps={p.num_warps} num_stages={p.num_stages} "
+            f"IEEE={not _tf32(x)}")
+
+
+def _tf32(x) -> bool:
+    return x.dtype == torch.float32 and not ieee_fp32() and os.environ.get("TRITON_INTERPRET") != "1"
+
+
 def _select(how: str, x, W_enc, b_enc, k: int, dead=None, k_aux: int = 0):
     if how == "fused":
-        return topk_candidates(x, W_enc, b_enc, k, dead=dead, k_aux=k_aux)
+        return _selfcheck.guarded(
+            forward_config(x, W_enc, k, dead, k_aux), x.device,
+            lambda: topk_candidates(x, W_enc, b_enc, k, dead=dead, k_aux=k_aux),
+            lambda out: _selfcheck.check_encode_forward(x, W_enc, b_enc, k, dead, k_aux, out, tf32=_tf32(x)),
+            lambda: gemm_topk(x, W_enc, b_enc, k, dead, k_aux))
     return gemm_topk(x, W_enc, b_enc, k, dead, k_aux)
+
+
+def backward_config(x, W_enc, k: int, needs) -> str:
+    """The self-check's name for the backward kernels' configuration (``needs``: dx, dW/db)."""
+    d = x.shape[1]
+    return (f"topk_encode backward, {str(x.dtype).removeprefix('torch.')}, {x.device}, BLOCK_D={block_d(d)} "
+            f"BLOCK_K={block_k(k)} dx={bool(needs[0])} dW={bool(needs[1])}")
+
+
+def encode_backward(indices, g, x, W_enc, n: int, need_dx: bool, need_dW: bool):
+    """(dx, dW_enc, db_enc) for the masked code gradient ``g`` ([B, k], contiguous): a gather
+    for dx, the segment reduction for both others (None where not needed)."""
+    dx = dW = db = None
+    if need_dx:
+        dx = gather_sum(indices, g, W_enc, out_dtype=x.dtype)
+    if need_dW:
+        dW, db = segment_rows(indices, g, x, n, out_dtype=W_enc.dtype, with_sums=True,
+                              order_offsets=segment_order(indices, n))
+    return dx, dW, db
 
 
 class TopKEncode(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, W_enc, b_enc, k):
+        x, W_enc, b_enc = rows_contiguous(x), rows_contiguous(W_enc), b_enc.contiguous()
         indices, values = _select(forward_choice(x, W_enc, b_enc, k), x, W_enc, b_enc, k)
         ctx.save_for_backward(x, W_enc, indices, values)
         ctx.mark_non_differentiable(indices)
@@ -375,13 +423,15 @@ class TopKEncode(torch.autograd.Function):
         x, W_enc, indices, values = ctx.saved_tensors
         g = torch.where(values > 0, grad_values, torch.zeros((), dtype=grad_values.dtype, device=grad_values.device))
         g = g.contiguous()
-        dx = dW = db = None
-        if ctx.needs_input_grad[0]:
-            dx = gather_sum(indices, g, W_enc, out_dtype=x.dtype)
-        if ctx.needs_input_grad[1] or ctx.needs_input_grad[2]:
-            dW, db = segment_rows(indices, g, x.contiguous(), W_enc.shape[0], out_dtype=W_enc.dtype, with_sums=True,
-                                  order_offsets=segment_order(indices, W_enc.shape[0]))
-        return dx, dW if ctx.needs_input_grad[1] else None, db if ctx.needs_input_grad[2] else None, None
+        x = x.contiguous()  # (the segment reduction reads whole rows of x)
+        need = ctx.needs_input_grad[:3]
+        needs = (need[0], need[1] or need[2])
+        dx, dW, db = _selfcheck.guarded(
+            backward_config(x, W_enc, indices.shape[1], needs), x.device,
+            lambda: encode_backward(indices, g, x, W_enc, W_enc.shape[0], *needs),
+            lambda out: _selfcheck.check_encode_backward(encode_backward, indices, g, x, W_enc, needs, out),
+            lambda: reference.TopKEncode.backward(SavedCtx(need, (x, W_enc, indices, values)), None, grad_values)[:3])
+        return dx if need[0] else None, dW if need[1] else None, db if need[2] else None, None
 
 
 def topk_encode(x: torch.Tensor, W_enc: torch.Tensor, b_enc: torch.Tensor, k: int):
@@ -394,6 +444,7 @@ class TopKEncodeAux(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, W_enc, b_enc, k, dead, k_aux):
+        x, W_enc, b_enc = rows_contiguous(x), rows_contiguous(W_enc), b_enc.contiguous()
         how = forward_choice(x, W_enc, b_enc, k, dead, k_aux)
         (indices, values), (aux_indices, aux_values) = _select(how, x, W_enc, b_enc, k, dead, k_aux)
         ctx.save_for_backward(x, W_enc, torch.cat([indices, aux_indices], 1), torch.cat([values, aux_values], 1))
