@@ -581,10 +581,10 @@ def test_selfcheck_passes_the_real_kernels_once_per_configuration(selfcheck, mon
     """The unmodified kernels pass (fp32, bf16, fp16; AuxK; the fused projection; latents tied
     exactly, so ties at the k-th place are resolved differently from torch), and each
     configuration is checked on its first call only."""
-    from fastsae.ops import _selfcheck
-
-    counts = {name: counting(monkeypatch, _selfcheck, name) for name in
-              ("check_encode_forward", "check_encode_backward", "check_decode_forward", "check_decode_backward")}
+    # counted where the kernel modules call them
+    counts = {name: counting(monkeypatch, module, name) for module, names in
+              ((encode_kernels, ("check_encode_forward", "check_encode_backward")),
+               (decode_kernels, ("check_decode_forward", "check_decode_backward"))) for name in names}
     B, d, n, k = SC_SHAPE
     import warnings
 

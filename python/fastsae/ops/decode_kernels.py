@@ -17,7 +17,9 @@ import torch
 import triton
 import triton.language as tl
 
-from . import _selfcheck, reference
+from ._selfcheck import check_decode_backward, check_decode_forward, guarded
+from .reference import decode_backward as reference_decode_backward
+from .reference import decode_rows as reference_decode_rows
 from .reference import rows_contiguous
 from ._segment import block_d, segment_rows
 
@@ -128,11 +130,11 @@ class SparseDecode(torch.autograd.Function):
         b = b_dec.contiguous() if b_dec is not None else None
         ctx.save_for_backward(indices, values, W)
         ctx.has_bias, ctx.project_grad = b_dec is not None, project_grad
-        return _selfcheck.guarded(
+        return guarded(
             _config("forward", indices, values, W, f" bias={b is not None}"), values.device,
             lambda: gather_sum(indices, values, W, b),
-            lambda out: _selfcheck.check_decode_forward(indices, values, W, b, out),
-            lambda: reference.decode_rows(indices, values, W, b))
+            lambda out: check_decode_forward(indices, values, W, b, out),
+            lambda: reference_decode_rows(indices, values, W, b))
 
     @staticmethod
     def backward(ctx, grad):
@@ -140,13 +142,13 @@ class SparseDecode(torch.autograd.Function):
         grad = grad.contiguous()
         needs = (ctx.needs_input_grad[1], ctx.needs_input_grad[2])
         project = ctx.project_grad
-        dvalues, dW = _selfcheck.guarded(
+        dvalues, dW = guarded(
             _config("backward", indices, values, W_dec, f" project={project} dvalues={needs[0]} dW={needs[1]}"),
             values.device,
             lambda: decode_backward(indices, values, grad, W_dec, W_dec.shape[0], project, *needs),
-            lambda out: _selfcheck.check_decode_backward(decode_backward, indices, values, grad, W_dec, project, needs,
+            lambda out: check_decode_backward(decode_backward, indices, values, grad, W_dec, project, needs,
                                                          out),
-            lambda: reference.decode_backward(indices, values, grad, W_dec, project, *needs))
+            lambda: reference_decode_backward(indices, values, grad, W_dec, project, *needs))
         db = grad.sum(0) if ctx.has_bias and ctx.needs_input_grad[3] else None
         return None, dvalues, dW, db, None
 

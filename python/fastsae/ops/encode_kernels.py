@@ -54,10 +54,11 @@ import torch
 import triton
 import triton.language as tl
 
-from . import _selfcheck, reference
+from ._selfcheck import check_encode_backward, check_encode_forward, guarded
 from ._segment import block_d, segment_order, segment_rows
 from .decode_kernels import block_k, gather_sum
 from .reference import SavedCtx, gemm_topk, rows_contiguous
+from .reference import TopKEncode as ReferenceTopKEncode
 
 MAX_RANGE_16BIT = 1 << 16  # latents per range with int32 keys: the id within the range has 16 bits
 
@@ -382,10 +383,10 @@ def _tf32(x) -> bool:
 
 def _select(how: str, x, W_enc, b_enc, k: int, dead=None, k_aux: int = 0):
     if how == "fused":
-        return _selfcheck.guarded(
+        return guarded(
             forward_config(x, W_enc, k, dead, k_aux), x.device,
             lambda: topk_candidates(x, W_enc, b_enc, k, dead=dead, k_aux=k_aux),
-            lambda out: _selfcheck.check_encode_forward(x, W_enc, b_enc, k, dead, k_aux, out, tf32=_tf32(x)),
+            lambda out: check_encode_forward(x, W_enc, b_enc, k, dead, k_aux, out, tf32=_tf32(x)),
             lambda: gemm_topk(x, W_enc, b_enc, k, dead, k_aux))
     return gemm_topk(x, W_enc, b_enc, k, dead, k_aux)
 
@@ -426,11 +427,11 @@ class TopKEncode(torch.autograd.Function):
         x = x.contiguous()  # (the segment reduction reads whole rows of x)
         need = ctx.needs_input_grad[:3]
         needs = (need[0], need[1] or need[2])
-        dx, dW, db = _selfcheck.guarded(
+        dx, dW, db = guarded(
             backward_config(x, W_enc, indices.shape[1], needs), x.device,
             lambda: encode_backward(indices, g, x, W_enc, W_enc.shape[0], *needs),
-            lambda out: _selfcheck.check_encode_backward(encode_backward, indices, g, x, W_enc, needs, out),
-            lambda: reference.TopKEncode.backward(SavedCtx(need, (x, W_enc, indices, values)), None, grad_values)[:3])
+            lambda out: check_encode_backward(encode_backward, indices, g, x, W_enc, needs, out),
+            lambda: ReferenceTopKEncode.backward(SavedCtx(need, (x, W_enc, indices, values)), None, grad_values)[:3])
         return dx if need[0] else None, dW if need[1] else None, db if need[2] else None, None
 
 
