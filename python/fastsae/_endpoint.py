@@ -9,13 +9,14 @@ OpenAI protocol authenticates with). The clean URL is the only one fastsae keeps
 saves; the key lives in memory only.
 
 From the user info, the password is the key (``user:KEY@``), or the user name when there is no
-password (``KEY@``). From the query, the parameters in :data:`KEY_PARAMS` are the key; other
-query parameters stay in the URL.
+password (``KEY@``). From the query, the parameters in :data:`KEY_PARAMS` are the key; any
+other query parameter is refused (the ``openai`` client appends its paths after the query,
+so such a URL never reached the right endpoint). A fragment is dropped.
 """
 
 from __future__ import annotations
 
-from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
 
 __all__ = ["KEY_PARAMS", "split_credentials", "resolve_key"]
 
@@ -49,13 +50,19 @@ def split_credentials(url: str | None) -> tuple[str | None, str | None]:
         else:
             kept.append((name, value))
     keys = [k for k in keys if k]
+    if kept:
+        # The openai client appends its paths after the whole base URL, query included
+        # (".../v1/?x=1embeddings"), so such a URL never worked: say so instead of mangling it.
+        names = sorted({name for name, _ in kept})
+        raise ValueError(f"the base URL has query parameters {names}; OpenAI-compatible clients cannot send them "
+                         "(only an API key may be given there, as ?api_key=...)")
     if len(set(keys)) > 1:
         raise ValueError("the base URL holds two different API keys (in the user info and the query); keep one")
     host = parts.hostname
     if ":" in host:  # an IPv6 literal
         host = f"[{host}]"
     netloc = host + (f":{port}" if port is not None else "")
-    clean = urlunsplit((parts.scheme, netloc, parts.path, urlencode(kept), parts.fragment))
+    clean = urlunsplit((parts.scheme, netloc, parts.path, "", ""))
     return clean, (keys[0] if keys else None)
 
 

@@ -463,7 +463,10 @@ def main(argv: list[str] | None = None) -> int:
     operating system refuses. An exception raised inside a dependency, or of another type, is a
     bug and keeps its traceback (``FASTSAE_DEBUG=1`` shows the traceback of user errors too).
     """
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as e:  # --help (0) or an argument error already printed as one line (2)
+        return e.code if isinstance(e.code, int) else 2
     try:
         if getattr(args, "device", None) is not None:
             args.device = check_device(args.device)

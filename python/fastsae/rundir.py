@@ -147,14 +147,18 @@ def open_npy(path: str | os.PathLike, *, what: str = "array", mmap: bool = True)
         raise FileNotFoundError(f"{path}: no such file ({what})")
     if path.is_dir():
         raise ValueError(f"{path}: is a directory; {what} must be a .npy file")
+    with open(path, "rb") as f:
+        magic = f.read(6)
+    if magic != b"\x93NUMPY":  # np.load would take any other file for a pickle
+        kind = "an .npz archive" if magic[:2] == b"PK" else "no NumPy header"
+        raise ValueError(f"{path}: not a .npy file ({kind}); {what} must be a .npy file written by numpy.save")
     try:
         X = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
     except (ValueError, OSError, EOFError) as e:
-        detail = "it holds pickled objects" if "pickled" in str(e) else f"{type(e).__name__}: {e}"
+        pickled = "pickled" in str(e) or "Python objects" in str(e)
+        detail = "it holds pickled objects" if pickled else f"{type(e).__name__}: {e}"
         raise ValueError(f"{path}: not a readable .npy array ({detail}); {what} must be a .npy file "
                          "written by numpy.save") from None
-    if not isinstance(X, np.ndarray):  # an .npz archive under a .npy name
-        raise ValueError(f"{path}: an .npz archive, not a .npy array ({what})")
     if X.ndim != 2:
         raise ValueError(f"{path}: {what} must be a 2-D [N, d] array, got shape {X.shape}")
     if X.dtype.kind != "f":
