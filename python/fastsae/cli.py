@@ -156,7 +156,7 @@ def _train(args: argparse.Namespace) -> int:
     if (args.n_latents is None) != (args.k is None):
         raise UsageError("--n-latents and --k go together (or use --sizes N:K with --run)")
     if args.run:
-        from .pipeline import SAESpec, paper_like_sizes, step_train
+        from .pipeline import paper_like_sizes, step_train
 
         if args.data or args.out:
             raise UsageError("give either --run DIR (train on the run's embeddings) or DATA.npy --out DIR, not both")
