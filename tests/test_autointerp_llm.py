@@ -409,3 +409,31 @@ def test_cli_over_http_with_a_budget(tmp_path, monkeypatch, capsys):
     for p in run_dir.root.rglob("*"):
         if p.is_file():
             assert b"sk-cli-test" not in p.read_bytes()
+
+
+@pytest.mark.parametrize("how", ["userinfo", "query"])
+def test_key_in_base_url_authenticates_and_reaches_no_log(tmp_path, caplog, monkeypatch, how):
+    """A key inside base_url (http://user:KEY@host/v1, ?api_key=KEY) is sent as the bearer
+    token and appears in no log record (httpx logs request URLs at INFO), no file, no summary."""
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    for name in ("openai", "httpx", "httpcore", "httpx2", "httpcore2", None):
+        caplog.set_level(logging.DEBUG, logger=name)
+    secret = "sk-url-key-7d1e0c4b9a"
+    with LLMServer(chat=TopicOracle()) as srv:
+        host = srv.url.split("://", 1)[1]
+        url = f"http://user:{secret}@{host}" if how == "userinfo" else f"{srv.url}?api_key={secret}"
+        res = run(srv, base_url=url, api_key=None, out_dir=tmp_path)
+        auth = {r.headers.get("authorization") for r in srv.requests}
+    assert auth == {f"Bearer {secret}"} and len(res) == N_LAT
+    assert any(host in r.getMessage() for r in caplog.records)  # the request URLs were logged...
+    for r in caplog.records:  # ...without the key
+        assert secret not in r.getMessage() and secret not in str(r.args), (r.name, r.getMessage())
+    assert res.summary["base_url"] == srv.url
+    for p in tmp_path.rglob("*"):
+        if p.is_file():
+            assert secret.encode() not in p.read_bytes(), p
+    # a different explicit key is refused without echoing either
+    with pytest.raises(ValueError, match="two different API keys") as e:
+        run(srv, base_url=url, api_key="sk-other-key", out_dir=tmp_path / "b")
+    assert secret not in str(e.value) and "sk-other-key" not in str(e.value)

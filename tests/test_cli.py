@@ -217,3 +217,299 @@ def test_interpret_a_run_through_an_openai_compatible_server(demo_run, tmp_path)
     for p in run.rglob("*"):
         if p.is_file():
             assert secret.encode() not in p.read_bytes(), p
+
+
+# -- issue 13: no traceback for a user error ------------------------------------------------------
+# Each case runs through the real entry point (fastsae.cli.main, or a subprocess) and asserts the
+# README's promise: exit status 2, exactly one line on stderr naming the problem, no traceback.
+
+WORDS = ("alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi omicron pi rho "
+         "sigma tau upsilon").split()
+
+
+def _fail(argv, capsys, *needles):
+    from fastsae.cli import main
+
+    code = main([str(a) for a in argv])
+    out = capsys.readouterr()
+    lines = out.err.splitlines()
+    assert code == 2, (code, out.err[-2000:])
+    assert len(lines) == 1, out.err
+    assert "Traceback" not in out.err + out.out
+    line = lines[0]
+    assert line.startswith(f"fastsae {argv[0]}") or line.startswith("fastsae: error:"), line
+    for n in needles:
+        assert str(n) in line, (n, line)
+    return line
+
+
+@pytest.fixture(scope="module")
+def small_run(tmp_path_factory) -> RunDir:
+    """80 documents, tfidf embeddings (d=16), two tiny SAEs and their codes: built in a few seconds."""
+    from fastsae.cli import main
+
+    base = tmp_path_factory.mktemp("small")
+    rng = np.random.default_rng(0)
+    docs = base / "docs.jsonl"
+    docs.write_text("".join(json.dumps({"text": " ".join(rng.choice(WORDS, 12))}) + "\n" for _ in range(80)))
+    root = base / "run"
+    assert main(["embed", str(docs), "--run", str(root), "--backend", "tfidf", "--dim", "16", "--quiet"]) == 0
+    assert main(["train", "--run", str(root), "--sizes", "32:4,64:8", "--epochs", "2", "--quiet"]) == 0
+    assert main(["encode", "--run", str(root), "--quiet"]) == 0
+    return RunDir.open(root)
+
+
+@pytest.fixture
+def run_copy(small_run, tmp_path) -> RunDir:
+    import shutil
+
+    shutil.copytree(small_run.root, tmp_path / "run")
+    return RunDir.open(tmp_path / "run")
+
+
+def _files(root: Path) -> dict:
+    return {p: p.stat().st_mtime_ns for p in root.rglob("*") if p.is_file()}
+
+
+@pytest.mark.parametrize("device, needle", [("cuda", "CUDA is not available"), ("cuda:3", "CUDA is not available"),
+                                            ("mps", "MPS"), ("gpu", "not a device"), ("cuda:x", "not a device"),
+                                            ("", "give cpu, cuda")])
+def test_device_not_on_this_machine(small_run, tmp_path, capsys, device, needle):
+    import torch
+
+    if torch.cuda.is_available() or torch.backends.mps.is_available():
+        pytest.skip("this machine has an accelerator")
+    before = _files(small_run.root)
+    X = small_run.embeddings_path
+    for argv in (["train", "--run", small_run.root, "--sizes", "16:2"],
+                 ["train", X, "--out", tmp_path / "o", "--n-latents", "16", "--k", "2"],
+                 ["sweep", X, "--k", "2", "--n", "16", "--out", tmp_path / "sw"],
+                 ["encode", "--run", small_run.root, "--force"],
+                 ["demo", "--run", tmp_path / "demo", "--docs", "50"],
+                 ["embed", small_run.corpus_path, "--out", tmp_path / "e.npy", "--backend", "local"]):
+        _fail([*argv, "--device", device, "--quiet"], capsys, "--device", needle)
+    assert _files(small_run.root) == before  # nothing was written: checked before any work
+    assert not any(tmp_path.iterdir())
+
+
+def test_device_index_past_the_last_gpu(small_run, capsys, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # a machine with one GPU
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    _fail(["train", "--run", small_run.root, "--sizes", "16:2", "--device", "cuda:3"], capsys,
+          "cuda:3", "1 CUDA device(s)", "cuda:0 to cuda:0")
+
+
+def test_device_error_in_a_real_subprocess(small_run):
+    out = _cli("train", "--run", small_run.root, "--sizes", "16:2", "--device", "nonsense", check=False)
+    assert out.returncode == 2 and out.stderr.count("\n") == 1 and "Traceback" not in out.stderr
+    assert "--device 'nonsense'" in out.stderr
+
+
+@pytest.mark.parametrize("sizes, needle", [
+    ("128:4,256", "'256'"), ("a:b", "'a:b'"), ("128:0", "must be >= 1"), ("4:8", "K=8"), ("32:32", "K=32"),
+    ("", "empty"), ("  ", "empty"), ("32:4,", "stray comma"), ("32:4,32:4", "32:4 twice"), ("1:2:3", "'1:2:3'"),
+    ("-64:4", "must be >= 1"),
+])
+def test_malformed_sizes(run_copy, capsys, sizes, needle):
+    before = _files(run_copy.root)
+    _fail(["train", "--run", run_copy.root, f"--sizes={sizes}", "--quiet"], capsys, "--sizes", needle)
+    assert _files(run_copy.root) == before
+
+
+def test_parse_sizes_accepts_and_names():
+    from fastsae.cli import parse_sizes
+
+    specs = parse_sizes(" 64:4, 128:4 ,128:8")
+    assert [(s.name, s.n_latents, s.k) for s in specs] == [("sae4", 64, 4), ("sae4_n128", 128, 4), ("sae8", 128, 8)]
+
+
+@pytest.mark.parametrize("argv, needles", [
+    (["--n-latents", "16"], ["--n-latents and --k"]),
+    (["--k", "40", "--n-latents", "32"], ["K=40", "N=32"]),
+    (["--sizes", "16:2", "--n-latents", "16", "--k", "2"], ["not both"]),
+    (["--sizes", "16:2", "--epochs", "-1"], ["epochs must be > 0"]),
+    (["--sizes", "16:2", "--batch-size", "100000"], ["batch size 100000", "76 training rows", "embeddings.npy"]),
+    (["--sizes", "16:2", "--batch-size", "0"], ["batch_size"]),
+    (["--sizes", "16:2", "--lr", "nan"], ["lr"]),
+    (["--sizes", "16:2", "--epochs", "x"], ["invalid float value: 'x'", "--help"]),
+    (["--sizes", "16:2,8:1,4:4"], ["'4:4'"]),  # the last size is refused before the first trains
+])
+def test_train_option_errors(run_copy, capsys, argv, needles):
+    before = _files(run_copy.root)
+    _fail(["train", "--run", run_copy.root, "--quiet", *argv], capsys, *needles)
+    assert _files(run_copy.root) == before and not (run_copy.root / "saes" / "sae2").exists()
+
+
+@pytest.mark.parametrize("steer, needle", [("=2", "FEATURE=WEIGHT"), ("3", "FEATURE=WEIGHT"), ("3=x", "'x' is not a number"),
+                                           ("3=", "not a number"), ("3=nan", "finite"), ("3=inf", "finite")])
+def test_malformed_steer(small_run, capsys, steer, needle):
+    _fail(["search", "alpha beta", "--run", small_run.root, "--steer", steer], capsys, "--steer", needle)
+
+
+def test_steer_twice_and_features_spec(small_run, capsys):
+    _fail(["search", "alpha", "--run", small_run.root, "--steer", "3=1", "--steer", "3=2"], capsys, "twice")
+    for spec, needle in [("5-3", "reversed"), ("a-b", "'a-b'"), ("-3", "'-3'"), ("1-2-3", "'1-2-3'"), (",", "no feature"),
+                         ("0-99999999999", "outside [0, 64)"), ("64", "outside [0, 64)")]:
+        _fail(["interpret", "--run", small_run.root, "--backend", "keywords", "--features", spec, "--quiet"],
+              capsys, needle)
+    assert not small_run.labels_path.exists()
+
+
+def _save(path, array, **kw):
+    with open(path, "wb") as f:
+        np.save(f, array, **kw)
+
+
+@pytest.mark.parametrize("damage, needles", [
+    ("fewer rows", ["has 50 rows", "has 80 documents", "embeddings.npy", "corpus.jsonl"]),
+    ("more rows", ["has 81 rows", "has 80 documents"]),
+    ("nan", ["row 3", "NaN or infinite"]),
+    ("inf", ["row 79", "NaN or infinite"]),
+    ("1-d", ["2-D", "(80,)"]),
+    ("int", ["floats", "int64"]),
+    ("not npy", ["not a .npy file (no NumPy header)"]),
+    ("pickled", ["pickled objects"]),
+    ("directory", ["is a directory"]),
+    ("other d", ["d=8", "expects d=16"]),
+])
+def test_damaged_embeddings_are_refused_at_train_and_encode(run_copy, capsys, damage, needles):
+    path = run_copy.embeddings_path
+    X = np.load(path)
+    if damage == "fewer rows":
+        _save(path, X[:50])
+    elif damage == "more rows":
+        _save(path, np.vstack([X, X[:1]]))
+    elif damage in ("nan", "inf"):
+        X[3 if damage == "nan" else 79, 2] = np.nan if damage == "nan" else np.inf
+        _save(path, X)
+    elif damage == "1-d":
+        _save(path, X[:, 0])
+    elif damage == "int":
+        _save(path, (X * 10).astype(np.int64))
+    elif damage == "not npy":
+        path.write_text("this is not an array\n")
+    elif damage == "pickled":
+        _save(path, np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    elif damage == "directory":
+        path.unlink()
+        path.mkdir()
+    else:
+        _save(path, X[:, :8])
+    before = _files(run_copy.root)
+    _fail(["encode", "--run", run_copy.root, "--force", "--quiet"], capsys, *needles)
+    if damage != "other d":  # (a new SAE of the other width would train fine)
+        _fail(["train", "--run", run_copy.root, "--sizes", "16:2", "--quiet"], capsys, *needles)
+    assert _files(run_copy.root) == before
+
+
+def test_embeddings_rows_are_counted_against_the_corpus(run_copy, capsys):
+    # the reference for "documents": the lines of corpus.jsonl, counted here directly
+    n_docs = sum(1 for line in run_copy.corpus_path.read_text().splitlines() if line.strip())
+    X = np.load(run_copy.embeddings_path)
+    assert X.shape[0] == n_docs == 80
+    with open(run_copy.corpus_path, "a") as f:
+        f.write(json.dumps({"text": "one document more"}) + "\n")
+    _fail(["encode", "--run", run_copy.root, "--force", "--quiet"], capsys, f"has {n_docs} rows",
+          f"has {n_docs + 1} documents")
+
+
+@pytest.mark.parametrize("tail, needles", [
+    (b'{"text": "caf\xe9 au lait"}\n', ["line 81 is not valid UTF-8", "byte 0xe9", "column 14"]),
+    (b'{"text": "torn"\n', ["line 81 is not valid JSON"]),
+    (b'[1, 2]\n', ["line 81 is a JSON list"]),
+    (b'{"title": "no text"}\n', ["line 81 has no 'text'"]),
+    (b'{"text": 5}\n{"text": "x"}\n', ["line 81 has a int 'text'"]),
+])
+def test_damaged_corpus_names_file_and_line(run_copy, capsys, tail, needles):
+    size = run_copy.corpus_path.stat().st_size
+    with open(run_copy.corpus_path, "ab") as f:
+        f.write(tail)
+    bad = tail.find(b"\xe9")
+    if bad >= 0:  # the offset of the bad byte in the file, counted here
+        needles = [*needles, f"byte offset {size + bad}"]
+    for argv in (["encode", "--run", run_copy.root, "--force"], ["train", "--run", run_copy.root, "--sizes", "16:2"],
+                 ["interpret", "--run", run_copy.root, "--backend", "keywords"],
+                 ["search", "alpha", "--run", run_copy.root]):
+        _fail([*argv, "--quiet"] if argv[0] != "search" else argv, capsys, "corpus.jsonl", *needles)
+
+
+def test_first_hour_mistakes(small_run, tmp_path, capsys):
+    docs = tmp_path / "docs.jsonl"
+    docs.write_text('{"text": "a document"}\n')
+    fresh = RunDir.open(tmp_path / "fresh", create=True)
+    X = small_run.embeddings_path
+    cases = [
+        (["encode", "--run", tmp_path / "missing"], ["no such run directory"]),
+        (["encode", "--run", docs], ["not a directory"]),
+        (["demo", "--run", docs, "--docs", "50"], ["not a directory"]),
+        (["cooc", "--run", tmp_path], ["not a fastsae run directory"]),
+        (["train", "--run", fresh.root, "--sizes", "16:2"], ["no embeddings", "fastsae embed"]),
+        (["encode", "--run", fresh.root], ["no embeddings"]),
+        (["families", "--run", small_run.root], ["no co-occurrence", "fastsae cooc"]),
+        (["report", "--run", fresh.root], []),
+        (["interpret", "--run", fresh.root, "--backend", "keywords"], ["no trained SAE"]),
+        (["search", "x", "--run", small_run.root, "--sae", "nope"], ["nope"]),
+        (["train", docs, "--out", tmp_path / "o", "--n-latents", "16", "--k", "2"], ["not a .npy file"]),
+        (["train", small_run.root, "--out", tmp_path / "o", "--n-latents", "16", "--k", "2"], ["is a directory"]),
+        (["train", tmp_path / "nothere.npy", "--out", tmp_path / "o", "--n-latents", "16", "--k", "2"], ["no such file"]),
+        (["train", X, "--out", docs, "--n-latents", "16", "--k", "2"], ["not a directory"]),
+        (["train", X, "--out", tmp_path / "o", "--n-latents", "16", "--k", "20"], ["k=20", "n_latents=16"]),
+        (["train", X, "--out", tmp_path / "o", "--sizes", "16:2"], ["--sizes applies with --run"]),
+        (["train", X, "--run", small_run.root], ["not both"]),
+        (["train"], ["DATA.npy --out DIR"]),
+        (["sweep", X, "--k", "20", "--n", "16", "--out", tmp_path / "sw"], ["k < n"]),
+        (["embed", tmp_path / "nothere.jsonl", "--out", tmp_path / "e.npy", "--backend", "tfidf"], ["no such file"]),
+        (["embed", tmp_path, "--out", tmp_path / "e.npy", "--backend", "tfidf"], ["is a directory"]),
+        (["embed", docs, "--out", tmp_path, "--backend", "tfidf"], ["--out", "is a directory"]),
+        (["bench", "cooc", "--rows", "0"], ["--rows must be >= 1"]),
+        (["bench", "cooc", "--rows", "10", "--k", "50", "--latents", "40"], ["--k 50"]),
+        (["demo", "--run", tmp_path / "d", "--docs", "0"], ["--docs must be >= 1"]),
+        (["families", "--run"], ["expected one argument"]),
+        (["nosuchcommand"], ["invalid choice"]),
+    ]
+    for argv, needles in cases:
+        _fail(argv, capsys, *needles)
+    assert not (tmp_path / "o").exists() and not (tmp_path / "e.npy").exists() and not (tmp_path / "d").exists()
+
+
+def test_which_exceptions_count_as_user_errors(small_run, capsys, monkeypatch):
+    """Validation raised by fastsae is a user error (one line, exit 2); the same type raised
+    inside a dependency, or another type, is a bug and keeps its traceback."""
+    import fastsae.pipeline as P
+    from fastsae.cli import main
+    from fastsae.errors import UsageError, is_user_error
+
+    def numpy_fails(*a, **k):
+        np.zeros(3).reshape(2, 2)  # ValueError from inside numpy: a bug, not a user error
+
+    monkeypatch.setattr(P, "step_cooc", numpy_fails)
+    with pytest.raises(ValueError, match="reshape"):
+        main(["cooc", "--run", str(small_run.root)])
+
+    def internal_bug(*a, **k):
+        raise RuntimeError("an internal invariant broke")
+
+    monkeypatch.setattr(P, "step_cooc", internal_bug)
+    with pytest.raises(RuntimeError):
+        main(["cooc", "--run", str(small_run.root)])
+
+    def validation(*a, **k):
+        P.default_schedule(0)  # a ValueError raised by fastsae's own validation
+
+    monkeypatch.setattr(P, "step_cooc", validation)
+    assert main(["cooc", "--run", str(small_run.root)]) == 2
+    assert capsys.readouterr().err == "fastsae cooc: error: the corpus is empty\n"
+
+    def usage(*a, **k):  # a UsageError is a user error wherever it is raised; one line always
+        raise UsageError("tau must be in [0, 1]\n(the paper uses 0.1)")
+
+    monkeypatch.setattr(P, "step_cooc", usage)
+    assert main(["cooc", "--run", str(small_run.root)]) == 2
+    assert capsys.readouterr().err == "fastsae cooc: error: tau must be in [0, 1] (the paper uses 0.1)\n"
+    monkeypatch.setenv("FASTSAE_DEBUG", "1")
+    with pytest.raises(ValueError, match="tau"):
+        main(["cooc", "--run", str(small_run.root)])
+    assert is_user_error(UsageError("x")) and is_user_error(FileNotFoundError(2, "No such file", "f.npy"))
+    assert not is_user_error(KeyError("text")) and not is_user_error(ConnectionError("reset"))

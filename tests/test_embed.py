@@ -496,9 +496,9 @@ def test_read_errors(tmp_path):
     p = write_jsonl(tmp_path / "n.jsonl", [{"text": 5}])
     with pytest.raises(ValueError, match="column 'text' holds a int"):
         read_texts(p)
-    (tmp_path / "x.txt").write_text("hello")
+    (tmp_path / "x.xml").write_text("hello")  # (.txt is a supported type since issue 13)
     with pytest.raises(ValueError, match="unknown file type"):
-        read_texts(tmp_path / "x.txt")
+        read_texts(tmp_path / "x.xml")
     with pytest.raises(FileNotFoundError):
         read_texts(tmp_path / "missing.jsonl")
 
@@ -588,3 +588,95 @@ def test_cli_errors(tmp_path, capsys):
     assert cli(["embed", str(p)]) == 2
     assert "--out" in capsys.readouterr().err
     assert not (tmp_path / "o.npy").exists()
+
+
+# -- issue 13: credentials in the base URL, non-UTF-8 input ---------------------------------------
+
+# "" is the root logger; this environment's openai client logs through httpx2/httpcore2
+_HTTP_LOGGERS = ("openai", "httpx", "httpcore", "httpx2", "httpcore2", "")
+
+
+def _url_with_key(base_url: str, how: str, key: str) -> str:
+    scheme, rest = base_url.split("://", 1)
+    if how == "userinfo":
+        return f"{scheme}://user:{key}@{rest}"
+    if how == "username":
+        return f"{scheme}://{key}@{rest}"
+    return f"{base_url}?api_key={key}"
+
+
+@pytest.mark.parametrize("how", ["userinfo", "username", "query"])
+def test_key_in_base_url_authenticates_and_reaches_no_log(server_factory, tmp_path, monkeypatch, caplog, how):
+    """A key pasted into --base-url is sent as the bearer token and nowhere else: not in any log
+    record of the HTTP stack (which logs request URLs), the saved embedder, the config or the cache."""
+    import logging
+
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    for name in _HTTP_LOGGERS:
+        caplog.set_level(logging.DEBUG, logger=name or None)
+    key = "sk-in-the-url-5f3a9c0d1e2b"
+    srv = server_factory()
+    emb = get_embedder("openai", base_url=_url_with_key(srv.base_url, how, key), retry_base_delay=0.001,
+                       cache_path=str(tmp_path / "cache.sqlite"))
+    out = emb.embed(TEXTS[:3], progress=False)
+    np.testing.assert_allclose(out, expected(TEXTS[:3]), rtol=1e-6, atol=1e-7)
+    assert srv.auth == [f"Bearer {key}"]  # the request authenticated with the key from the URL
+    # the capture works: the HTTP stack did log the request URL (where the key used to be)
+    assert any("127.0.0.1" in r.getMessage() for r in caplog.records), [r.getMessage() for r in caplog.records]
+    for r in caplog.records:
+        assert key not in r.getMessage() and key not in str(r.args), (r.name, r.getMessage())
+    assert key not in emb.config.base_url and key not in repr(emb)
+    assert emb.config.base_url.startswith("http://127.0.0.1:")
+    emb.save(tmp_path / "saved")
+    for f in tmp_path.rglob("*"):
+        if f.is_file():
+            assert key.encode() not in f.read_bytes(), f
+
+
+def test_split_credentials():
+    from fastsae._endpoint import resolve_key, split_credentials
+
+    assert split_credentials(None) == (None, None)
+    assert split_credentials("http://h:8000/v1") == ("http://h:8000/v1", None)
+    assert split_credentials("https://u:p%40ss@h/v1") == ("https://h/v1", "p@ss")
+    assert split_credentials("http://k@h:1/v1") == ("http://h:1/v1", "k")
+    assert split_credentials("http://h/v1?API_KEY=k#frag") == ("http://h/v1", "k")
+    assert split_credentials("http://[::1]:9/v1?token=t") == ("http://[::1]:9/v1", "t")
+    for bad, match in [("ftp://h/v1", "http"), ("h:8000/v1", "http"), ("http://h:port/v1", "malformed"),
+                       ("  ", "non-empty"), ("http://u:sk-a@h/v1?api_key=sk-b", "two different"),
+                       ("http://h/v1?api-version=3&api_key=sk-c", r"query parameters \['api-version'\]")]:
+        with pytest.raises(ValueError, match=match) as e:
+            split_credentials(bad)
+        assert "sk-" not in str(e.value), e.value
+    assert resolve_key("a", None) == "a" and resolve_key(None, "b") == "b" and resolve_key("a", "a") == "a"
+    with pytest.raises(ValueError, match="two different") as e:
+        resolve_key("sk-url", "sk-arg")
+    assert "sk-url" not in str(e.value) and "sk-arg" not in str(e.value)
+
+
+@pytest.mark.parametrize("name, content, line, offset", [
+    ("d.jsonl", b'{"text": "ok"}\n{"text": "caf\xe9"}\n', 2, 28),
+    ("d.csv", b"text\nhello\ncaf\xe9\n", 3, 14),
+    ("d.tsv", b"\xef\xbb\xbftext\nnaive\n\xff\n", 3, 14),
+    ("d.txt", b"first document\n\nsecond \xc3\x28 one\n", 3, 23),
+])
+def test_non_utf8_input_names_file_line_and_offset(tmp_path, capsys, name, content, line, offset):
+    p = tmp_path / name
+    p.write_bytes(content)
+    with pytest.raises(UnicodeDecodeError) as ref:  # the reference: Python's own decoder
+        content[3 if content.startswith(b"\xef\xbb\xbf") else 0:].decode("utf-8")
+    assert content.count(b"\n", 0, offset) + 1 == line
+    assert ref.value.start + (3 if content.startswith(b"\xef\xbb\xbf") else 0) == offset
+    with pytest.raises(ValueError, match=rf"{name}: line {line} is not valid UTF-8 .*byte offset {offset}\)"):
+        read_texts(p)
+    assert cli(["embed", str(p), "--out", str(tmp_path / "o.npy"), "--backend", "tfidf", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{name}: line {line}" in err and "Traceback" not in err
+    assert not (tmp_path / "o.npy").exists()
+
+
+def test_txt_input_is_one_document_per_line(tmp_path):
+    p = tmp_path / "d.txt"
+    p.write_bytes(b"\xef\xbb\xbffirst doc\r\n\n  \nsecond doc\n")
+    assert read_texts(p) == ["first doc", "second doc"]

@@ -12,6 +12,9 @@ Every analysis subcommand works on one run directory (``--run DIR``, see
     fastsae bench cooc                   C and D + spanning forest on generated codes
 
 ``fastsae train DATA.npy --out DIR`` and ``fastsae sweep`` also work on a bare ``.npy`` file.
+
+Exit status: 0 done; 2 a user error, printed as one line ``fastsae CMD: error: ...`` (see
+:func:`main`); ``interpret`` also 3 (a budget stopped it) and 4 (the endpoint kept failing).
 """
 
 from __future__ import annotations
@@ -24,12 +27,21 @@ import time
 
 import numpy as np
 
+from .errors import UsageError, check_device, is_user_error, user_message
+
 
 def _bench_cooc(args: argparse.Namespace) -> int:
     from . import _native, cooccurrence, maximum_spanning_forest, threshold
     from .cooc import normalize_frequency
     from .synthetic import planted_hierarchy_codes
 
+    for name in ("rows", "latents", "k", "families", "children"):
+        if getattr(args, name) < 1:
+            raise UsageError(f"--{name} must be >= 1, got {getattr(args, name)}")
+    if args.k >= args.latents:
+        raise UsageError(f"--k {args.k} must be smaller than --latents {args.latents}")
+    if not 0.0 <= args.tau < 1.0:
+        raise UsageError(f"--tau must be in [0, 1), got {args.tau}")
     t0 = time.perf_counter()
     data = planted_hierarchy_codes(
         args.rows,
@@ -110,45 +122,72 @@ def _train_kwargs(args: argparse.Namespace) -> dict:
     return kw
 
 
-def _parse_sizes(text: str):
+def parse_sizes(text: str) -> list:
+    """``--sizes`` (``N:K[,N:K...]``, latents:active) as :class:`~fastsae.pipeline.SAESpec` s;
+    :class:`~fastsae.errors.UsageError` for an empty list, a stray comma, an item that is not
+    two positive integers, ``K >= N`` or a size given twice."""
     from .pipeline import SAESpec
 
-    specs = []
+    if not text or not text.strip():
+        raise UsageError("--sizes is empty; give N:K[,N:K...] (latents:active), e.g. 512:8,1024:16")
+    specs, seen = [], set()
     for part in text.split(","):
+        item = part.strip()
+        fields = item.split(":")
+        if not item:
+            raise UsageError(f"--sizes {text!r}: an empty item (a stray comma?); give N:K[,N:K...]")
         try:
-            n, k = (int(x) for x in part.split(":"))
+            if len(fields) != 2:
+                raise ValueError
+            n, k = int(fields[0]), int(fields[1])
         except ValueError:
-            raise SystemExit(f"fastsae: --sizes wants N:K[,N:K...] (latents:active), got {part!r}") from None
+            raise UsageError(f"--sizes wants N:K[,N:K...] (latents:active, two integers), got {item!r}") from None
+        if n < 1 or k < 1:
+            raise UsageError(f"--sizes item {item!r}: N and K must be >= 1")
+        if k >= n:
+            raise UsageError(f"--sizes item {item!r}: K={k} active latents must be fewer than N={n} latents")
+        if (n, k) in seen:
+            raise UsageError(f"--sizes lists {n}:{k} twice")
+        seen.add((n, k))
         name = f"sae{k}" if f"sae{k}" not in {s.name for s in specs} else f"sae{k}_n{n}"
         specs.append(SAESpec(name, n, k))
     return specs
 
 
 def _train(args: argparse.Namespace) -> int:
+    if (args.n_latents is None) != (args.k is None):
+        raise UsageError("--n-latents and --k go together (or use --sizes N:K with --run)")
     if args.run:
         from .pipeline import paper_like_sizes, step_train
 
+        if args.data or args.out:
+            raise UsageError("give either --run DIR (train on the run's embeddings) or DATA.npy --out DIR, not both")
+        if args.sizes is not None and args.n_latents is not None:
+            raise UsageError("give --sizes or --n-latents/--k, not both")
         if args.allow_resume_mismatch:
-            raise ValueError("--allow-resume-mismatch applies to DATA.npy; with --run, --restart starts over")
-
+            raise UsageError("--allow-resume-mismatch applies to DATA.npy; with --run, --restart starts over")
         run = _run(args)
-        specs = _parse_sizes(args.sizes) if args.sizes else None
-        if specs is None:
-            if args.n_latents and args.k:
-                from .pipeline import SAESpec
-
-                specs = [SAESpec(f"sae{args.k}", args.n_latents, args.k)]
-            else:
-                specs = paper_like_sizes(len(run.corpus()), int(run.embeddings().shape[1]))
+        if args.sizes is not None:
+            specs = parse_sizes(args.sizes)
+        elif args.n_latents is not None:
+            specs = parse_sizes(f"{args.n_latents}:{args.k}")
+        else:
+            X = run.checked_embeddings()
+            specs = paper_like_sizes(X.shape[0], int(X.shape[1]))
         step_train(run, specs, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                    device=args.device, force=args.restart, quiet=args.quiet, compute_dtype=args.compute_dtype)
         print(f"SAEs in {run.root}/saes: {', '.join(run.sae_names())}")
         return 0
     from .trainer import TrainConfig, train
 
-    if not args.data or not args.out or not args.n_latents or not args.k:
-        raise SystemExit("fastsae train: give DATA.npy --out DIR --n-latents N --k K, or --run DIR")
+    if args.sizes is not None:
+        raise UsageError("--sizes applies with --run DIR; for DATA.npy give --n-latents N --k K")
+    if not args.data or not args.out or args.n_latents is None:
+        raise UsageError("give DATA.npy --out DIR --n-latents N --k K, or --run DIR")
+    _check_npy_input(args.data)
     out = args.out
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise UsageError(f"--out {out}: exists and is not a directory")
     cfg = TrainConfig(n_latents=args.n_latents, k=args.k, checkpoint_dir=os.path.join(out, "checkpoints"),
                       resume=not args.restart, **_train_kwargs(args))
     res = train(args.data, cfg)
@@ -158,6 +197,14 @@ def _train(args: argparse.Namespace) -> int:
           f"{last.get('nmse_eval', last['nmse']):.4f}, dead {last['dead_fraction']:.3f}")
     print(f"model: {out}/model  metrics: {out}/checkpoints/metrics.jsonl")
     return 0
+
+
+def _check_npy_input(path: str) -> None:
+    """A ``DATA.npy`` argument that exists, is a file and holds a 2-D float array (read from its
+    header only), checked before the trainer opens it."""
+    from .rundir import open_npy
+
+    open_npy(path, what="DATA")
 
 
 def _run(args: argparse.Namespace, create: bool = False):
@@ -170,7 +217,7 @@ def _encode(args: argparse.Namespace) -> int:
     from .pipeline import step_encode
 
     run = _run(args)
-    step_encode(run, args.sae or None, force=args.force, quiet=args.quiet)
+    step_encode(run, args.sae or None, force=args.force, quiet=args.quiet, device=args.device)
     print(f"codes in {run.root}/codes: {', '.join(sorted(p.name for p in (run.root / 'codes').iterdir()))}")
     return 0
 
@@ -203,23 +250,35 @@ def _split(args: argparse.Namespace) -> int:
     return 0
 
 
-def _parse_steer(items) -> dict:
-    steer = {}
+def parse_steer(items) -> dict:
+    """``--steer FEATURE=WEIGHT`` items as ``{feature id or label text: weight}``;
+    :class:`~fastsae.errors.UsageError` for an item without ``=``, an empty feature, a weight
+    that is not a finite number, or a feature given twice."""
+    import math
+
+    steer: dict = {}
     for item in items or []:
         key, sep, val = item.rpartition("=")
+        key = key.strip()
         if not sep or not key:
-            raise SystemExit(f"fastsae search: --steer wants FEATURE=WEIGHT (an id or label text), got {item!r}")
+            raise UsageError(f"--steer wants FEATURE=WEIGHT (a feature id or label text), got {item!r}")
         try:
-            steer[int(key) if key.strip().isdigit() else key] = float(val)
+            weight = float(val)
         except ValueError:
-            raise SystemExit(f"fastsae search: bad weight in {item!r}") from None
+            raise UsageError(f"--steer {item!r}: the weight {val.strip()!r} is not a number") from None
+        if not math.isfinite(weight):
+            raise UsageError(f"--steer {item!r}: the weight must be finite")
+        feature = int(key) if key.isdigit() else key
+        if feature in steer:
+            raise UsageError(f"--steer gives feature {key!r} twice")
+        steer[feature] = weight
     return steer
 
 
 def _search(args: argparse.Namespace) -> int:
     from .feature_search import search
 
-    res = search(args.query, _run(args), steer=_parse_steer(args.steer), top=args.top, sae=args.sae)
+    res = search(args.query, _run(args), steer=parse_steer(args.steer), top=args.top, sae=args.sae)
     if args.json:
         print(json.dumps({"query": res.query, "active": [a.__dict__ for a in res.active],
                           "steered": [a.__dict__ for a in res.steered],
@@ -243,8 +302,10 @@ def _search(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from .pipeline import run_demo
 
+    if args.docs < 1:
+        raise UsageError(f"--docs must be >= 1, got {args.docs}")
     run_demo(args.run, n_docs=args.docs, seed=args.seed, embed_backend=args.embed_backend, epochs=args.epochs,
-             llm=args.llm, base_url=args.base_url, force=args.force, quiet=args.quiet)
+             llm=args.llm, base_url=args.base_url, force=args.force, quiet=args.quiet, device=args.device)
     return 0
 
 
@@ -291,7 +352,7 @@ def _add_run(p: argparse.ArgumentParser, required: bool = True) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="fastsae", description=__doc__.splitlines()[0],
+    ap = _Parser(prog="fastsae", description=__doc__.splitlines()[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter,
                                  epilog="\n".join(__doc__.splitlines()[2:]))
     sub = ap.add_subparsers(dest="command", required=True)
@@ -306,6 +367,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--llm", action="store_true",
                    help="label features with an LLM (OPENAI_API_KEY / OPENAI_BASE_URL) instead of keywords")
     d.add_argument("--base-url", default=None, help="OpenAI-compatible endpoint for --llm / --embed-backend openai")
+    d.add_argument("--device", default=None, help="train and encode on cpu, cuda or cuda:N (default: cuda when available)")
     d.add_argument("--force", action="store_true", help="recompute every step")
     d.add_argument("--quiet", action="store_true")
     d.set_defaults(func=_demo)
@@ -341,6 +403,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run(e)
     e.add_argument("--sae", nargs="*", help="SAE names (default: all)")
     e.add_argument("--force", action="store_true", help="recompute existing codes")
+    e.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cpu)")
     e.set_defaults(func=_encode)
 
     c = sub.add_parser("cooc", help="co-occurrence C and activation similarity D (native, exact)")
@@ -396,17 +459,40 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .pipeline import StepFailed
+    """Run one ``fastsae`` command; returns its exit status.
 
-    args = build_parser().parse_args(argv)
+    The one place that turns user errors into one line on stderr and exit status 2: argument
+    errors (:class:`_Parser`), ``--device`` checked against the machine before any work
+    (:func:`fastsae.errors.check_device`), and whatever a command raises that
+    :func:`fastsae.errors.is_user_error` calls a user error: :class:`~fastsae.errors.UsageError`,
+    the package's own ``ValueError``/``TypeError``/``FileNotFoundError`` validation, a file the
+    operating system refuses. An exception raised inside a dependency, or of another type, is a
+    bug and keeps its traceback (``FASTSAE_DEBUG=1`` shows the traceback of user errors too).
+    """
     try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as e:  # --help (0) or an argument error already printed as one line (2)
+        return e.code if isinstance(e.code, int) else 2
+    try:
+        if getattr(args, "device", None) is not None:
+            args.device = check_device(args.device)
         return args.func(args)
-    except (ValueError, FileNotFoundError, TypeError, ImportError, StepFailed) as e:
-        # user errors (bad input, a missing step, a missing extra): one clear line, exit 2
-        if os.environ.get("FASTSAE_DEBUG"):
+    except KeyboardInterrupt:
+        print(f"fastsae {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:
+        if not is_user_error(e) or os.environ.get("FASTSAE_DEBUG"):
             raise
-        print(f"fastsae {args.command}: error: {e}", file=sys.stderr)
+        print(f"fastsae {args.command}: error: {user_message(e)}", file=sys.stderr)
         return 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with a one-line error (argparse prints the whole usage block first): the line
+    names the problem and points at ``--help``. Subcommand parsers inherit the class."""
+
+    def error(self, message: str):  # noqa: D401 - argparse's hook
+        self.exit(2, f"{self.prog}: error: {' '.join(message.split())} (see `{self.prog} --help`)\n")
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ import contextlib
 import csv
 import dataclasses
 import hashlib
+import io
 import json
 import math
 import os
@@ -43,7 +44,8 @@ from typing import Any, ClassVar, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from .rundir import RunDir, atomic_save_npy, atomic_write_json, atomic_write_text
+from ._endpoint import resolve_key, split_credentials
+from .rundir import RunDir, atomic_save_npy, atomic_write_json, atomic_write_text, read_text
 
 __all__ = [
     "BACKENDS",
@@ -99,16 +101,26 @@ def _read_table(path: Path) -> tuple[list[dict], list[str], list[int | None]]:
         rows = table.to_pylist()
         return rows, list(table.column_names), [None] * len(rows)
     if suffix in (".csv", ".tsv"):
-        with open(path, encoding="utf-8-sig", newline="") as f:
-            reader = csv.DictReader(f, delimiter="\t" if suffix == ".tsv" else ",")
-            columns = list(reader.fieldnames or [])
-            rows, lines = [], []
+        # decoded whole first, so a byte that is not UTF-8 is reported with its line and offset
+        reader = csv.DictReader(io.StringIO(read_text(path), newline=""), delimiter="\t" if suffix == ".tsv" else ",")
+        columns = list(reader.fieldnames or [])
+        rows, lines = [], []
+        try:
             for row in reader:
                 rows.append(row)
                 lines.append(reader.line_num)
+        except csv.Error as e:
+            raise ValueError(f"{path}: line {reader.line_num}: malformed {suffix[1:].upper()} ({e})") from None
         return rows, columns, lines
+    if suffix == ".txt":
+        rows, lines = [], []
+        for n, line in enumerate(read_text(path).split("\n"), start=1):
+            if line.strip():
+                rows.append({"text": line})
+                lines.append(n)
+        return rows, ["text"], lines
     if suffix in (".jsonl", ".ndjson", ".json"):
-        text = path.read_text(encoding="utf-8-sig")
+        text = read_text(path)
         if suffix == ".json" and text.lstrip().startswith("["):
             try:
                 data = json.loads(text)
@@ -138,7 +150,8 @@ def _read_table(path: Path) -> tuple[list[dict], list[str], list[int | None]]:
             columns.update(dict.fromkeys(row))
         return rows, list(columns), lines
     raise ValueError(f"{path}: unknown file type {suffix or '(none)'!r}; "
-                     "use .jsonl/.ndjson/.json (JSON lines or an array), .csv, .tsv or .parquet")
+                     "use .jsonl/.ndjson/.json (JSON lines or an array), .csv, .tsv, .txt (one document "
+                     "per line) or .parquet")
 
 
 def _where(i: int, line: int | None) -> str:
@@ -163,7 +176,8 @@ def read_records(
     abstract_column: str = "abstract",
     keep_columns: Sequence[str] = _KEEP_COLUMNS,
 ) -> list[dict]:
-    """Documents of a JSONL / JSON / CSV / TSV / Parquet file as corpus records.
+    """Documents of a JSONL / JSON / CSV / TSV / TXT / Parquet file as corpus records (text
+    files are UTF-8; a ``.txt`` file holds one document per non-blank line).
 
     Each record is ``{"text": ..., "title"?: ..., "abstract"?: ...}`` plus the ``keep_columns``
     present in the row (by default the ground-truth ``path`` / ``secondary`` of a demo corpus),
@@ -180,6 +194,8 @@ def read_records(
     without pyarrow.
     """
     path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{path}: is a directory; give a documents file (.jsonl, .csv, .txt, ...)")
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file")
     rows, columns, lines = _read_table(path)
@@ -631,9 +647,15 @@ class OpenAIEmbedder(Embedder):
     backend = "openai"
 
     def __init__(self, config: OpenAIConfig | None = None, *, api_key: str | None = None):
-        super().__init__(config or OpenAIConfig())
+        config = config or OpenAIConfig()
+        # A key inside base_url (user:KEY@host, ?api_key=KEY) moves to the key, so that the URL
+        # kept in the config, embedder.json, logs and errors holds none (fastsae._endpoint).
+        clean, url_key = split_credentials(config.base_url)
+        if clean != config.base_url:
+            config = dataclasses.replace(config, base_url=clean)
+        super().__init__(config)
         # Held in memory only: never part of the config, embedder.json or the cache.
-        self._api_key = api_key
+        self._api_key = resolve_key(url_key, api_key)
         self._client = None
         self._jitter = random.Random()
 
@@ -648,8 +670,8 @@ class OpenAIEmbedder(Embedder):
         if self._client is None:
             import openai
 
-            key = self._api_key or os.environ.get("OPENAI_API_KEY")
-            base_url = self.config.base_url or os.environ.get("OPENAI_BASE_URL") or None
+            base_url, url_key = split_credentials(self.config.base_url or os.environ.get("OPENAI_BASE_URL") or None)
+            key = self._api_key or url_key or os.environ.get("OPENAI_API_KEY")
             if not key:
                 if base_url is None:
                     raise EmbeddingError("the openai backend needs an API key: set OPENAI_API_KEY "
@@ -1061,7 +1083,8 @@ def embed_texts(
 _CLI_DESCRIPTION = """\
 Embed documents into an [N, d] float32 .npy file (row i embeds document i).
 
-INPUT is a .jsonl/.json/.csv/.tsv/.parquet file. The text of a document is its --text-column
+INPUT is a .jsonl/.json/.csv/.tsv/.txt/.parquet file (text files in UTF-8; .txt: one
+document per line). The text of a document is its --text-column
 if given, else "title\\n\\nabstract" from --title-column/--abstract-column (as in the paper),
 else its "text" column. With --run DIR, the documents go to DIR/corpus.jsonl, the embeddings
 to DIR/embeddings.npy and the embedder (to embed search queries the same way) to
@@ -1077,7 +1100,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Register the ``embed`` subcommand on an ``argparse`` subparsers object."""
     p = subparsers.add_parser("embed", help="embed documents (JSONL/CSV/Parquet) into a .npy file or a run directory",
                               description=_CLI_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("input", nargs="?", help="documents file (.jsonl, .json, .csv, .tsv, .parquet)")
+    p.add_argument("input", nargs="?", help="documents file (.jsonl, .json, .csv, .tsv, .txt, .parquet)")
     p.add_argument("--out", help="output .npy file")
     p.add_argument("--run", help="run directory (created if needed)")
     p.add_argument("--backend", choices=BACKENDS, default="local", help="embedding backend (default: local)")
@@ -1087,7 +1110,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--title-column", default="title", help="title column (default: title)")
     p.add_argument("--abstract-column", default="abstract", help="abstract column (default: abstract)")
     p.add_argument("--batch-size", type=int, help="texts per request / forward pass")
-    p.add_argument("--base-url", help="OpenAI-compatible API base URL (default: OPENAI_BASE_URL or OpenAI)")
+    p.add_argument("--base-url", help="OpenAI-compatible API base URL (default: OPENAI_BASE_URL or OpenAI); a key "
+                                      "in it (user:KEY@host, ?api_key=KEY) is moved out of the URL into the API key")
     p.add_argument("--cache", help="sqlite embedding cache (openai, local): re-runs are free, interrupted runs resume")
     p.add_argument("--dimensions", type=int, help="openai: request shorter embeddings (text-embedding-3-*)")
     p.add_argument("--max-retries", type=int, default=6, help="openai: retries per batch (default 6)")
@@ -1102,11 +1126,18 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def run_embed(args: argparse.Namespace) -> int:
-    """Body of ``fastsae embed`` (see :func:`add_parser`); returns the exit status."""
+    """Body of ``fastsae embed`` (see :func:`add_parser`); returns the exit status: 2 with one
+    line on stderr for a user error (:func:`fastsae.errors.is_user_error`, the same rule as
+    every other subcommand); a bug keeps its traceback."""
+    from .errors import check_device, is_user_error, user_message
+
     try:
+        args.device = check_device(args.device)
         return _run_embed(args)
-    except (ValueError, TypeError, EmbeddingError, ImportError, FileNotFoundError, RuntimeError) as e:
-        print(f"fastsae embed: error: {e}", file=sys.stderr)
+    except Exception as e:
+        if not is_user_error(e) or os.environ.get("FASTSAE_DEBUG"):
+            raise
+        print(f"fastsae embed: error: {user_message(e)}", file=sys.stderr)
         return 2
 
 
@@ -1115,6 +1146,8 @@ def _run_embed(args: argparse.Namespace) -> int:
         raise ValueError("give an INPUT file, or --run DIR to embed the run's corpus.jsonl")
     if not args.out and not args.run:
         raise ValueError("give --out FILE.npy and/or --run DIR")
+    if args.out and os.path.isdir(args.out):  # checked before paying for any embedding
+        raise ValueError(f"--out {args.out}: is a directory; give a file name such as {Path(args.out) / 'embeddings.npy'}")
     run = RunDir.open(args.run, create=True) if args.run else None
     if args.input:
         records = read_records(args.input, text_column=args.text_column, title_column=args.title_column,

@@ -150,21 +150,34 @@ def step_train(run: RunDir, specs: Sequence[SAESpec], *, epochs: float | None = 
     """Train every SAE in ``specs`` on ``embeddings.npy`` (each resumes from its checkpoints);
     unset epochs/batch size/lr come from :func:`default_schedule`; ``compute_dtype`` as in
     :class:`~fastsae.TrainConfig`."""
+    from .errors import check_device
     from .trainer import TrainConfig, train
 
-    X = run.embeddings()
+    specs = list(specs)
+    if not specs:
+        raise ValueError("no SAE to train (specs is empty)")
+    device = check_device(device, option="device")
+    X = run.checked_embeddings()
     sched = default_schedule(X.shape[0])
     epochs = sched["epochs"] if epochs is None else epochs
     batch_size = sched["batch_size"] if batch_size is None else batch_size
     lr = sched["lr"] if lr is None else lr
-    for spec in specs:
+    configs = []
+    for spec in specs:  # every configuration is checked before the first SAE trains
         out = run.sae_dir(spec.name)
-        if (out / "sae.safetensors").exists() and not force:
-            continue
-        t0 = time.perf_counter()
         cfg = TrainConfig(n_latents=spec.n_latents, k=spec.k, epochs=epochs, batch_size=batch_size, lr=lr,
                           seed=seed, checkpoint_dir=str(out / "checkpoints"), resume=not force,
                           progress=not quiet, device=device, log_every=50, compute_dtype=compute_dtype)
+        configs.append((spec, out, cfg))
+    n_train = X.shape[0] - int(round(configs[0][2].eval_fraction * X.shape[0]))
+    if n_train < batch_size:
+        raise ValueError(f"the batch size {batch_size} is larger than the {n_train} training rows of "
+                         f"{run.embeddings_path} ({X.shape[0]} documents, {X.shape[0] - n_train} held out): "
+                         "give a smaller --batch-size")
+    for spec, out, cfg in configs:
+        if (out / "sae.safetensors").exists() and not force:
+            continue
+        t0 = time.perf_counter()
         res = train(X, cfg)
         res.sae.save(out)
         last = res.history[-1]
@@ -186,17 +199,29 @@ def _trained(run: RunDir) -> list[str]:
     return names
 
 
-def step_encode(run: RunDir, names: Sequence[str] | None = None, *, force: bool = False, quiet: bool = False) -> None:
-    """Top-k codes of every document under each SAE -> ``codes/<name>/``."""
+def step_encode(run: RunDir, names: Sequence[str] | None = None, *, force: bool = False, quiet: bool = False,
+                device: str | None = None) -> None:
+    """Top-k codes of every document under each SAE -> ``codes/<name>/`` (on ``device``,
+    default cpu)."""
+    from .errors import check_device
     from .trainer import encode_dataset
 
-    X = run.embeddings()
-    for name in names or _trained(run):
+    device = check_device(device, option="device")
+    X = run.checked_embeddings()
+    names = list(names or _trained(run))
+    saes = {}
+    for name in names:  # every SAE is loaded and checked before the first one encodes
+        sae = run.load_sae(name, device=device)
+        if sae.d_in != X.shape[1]:
+            raise ValueError(f"{run.embeddings_path} has d={X.shape[1]} but the SAE {name} "
+                             f"({run.sae_dir(name)}) expects d={sae.d_in}: was it trained on other embeddings?")
+        saes[name] = sae
+    for name in names:
         d = run.codes_dir(name)
         if (d / "indices.npy").exists() and not force:
             continue
         t0 = time.perf_counter()
-        encode_dataset(run.load_sae(name), X, out_dir=str(d), progress=not quiet)
+        encode_dataset(saes[name], X, out_dir=str(d), progress=not quiet)
         run.log_metric("encode", sae=name, seconds=time.perf_counter() - t0)
 
 
@@ -379,16 +404,21 @@ class DemoSummary:
 
 def run_demo(root: str = "runs/demo", *, n_docs: int = 3000, seed: int = 0, embed_backend: str | None = None,
              epochs: float | None = None, llm: bool = False, base_url: str | None = None, force: bool = False,
-             quiet: bool = False) -> DemoSummary:
-    """The whole pipeline on the built-in corpus (``fastsae demo``); rerunning continues it."""
+             quiet: bool = False, device: str | None = None) -> DemoSummary:
+    """The whole pipeline on the built-in corpus (``fastsae demo``); rerunning continues it.
+    ``device`` trains and encodes there (default: cuda when available for training, cpu for
+    encoding)."""
+    from .errors import check_device
+
+    device = check_device(device, option="device")
     t0 = time.perf_counter()
     run = RunDir.open(root, create=True)
     step_corpus(run, n_docs=n_docs, seed=seed, force=force, quiet=quiet)
     step_embed(run, backend=embed_backend, base_url=base_url, force=force, quiet=quiet)
     X = run.embeddings()
     specs = paper_like_sizes(X.shape[0], X.shape[1])
-    step_train(run, specs, epochs=epochs, seed=seed, force=force, quiet=quiet)
-    step_encode(run, force=force, quiet=quiet)
+    step_train(run, specs, epochs=epochs, seed=seed, force=force, quiet=quiet, device=device)
+    step_encode(run, force=force, quiet=quiet, device=device)
     step_cooc(run, force=force, quiet=quiet)
     step_families(run, force=force, quiet=quiet)
     step_split(run, force=force, quiet=quiet)

@@ -87,24 +87,85 @@ def append_jsonl(path: str | os.PathLike, record: dict) -> None:
         os.fsync(f.fileno())
 
 
-def read_jsonl(path: str | os.PathLike) -> list[dict]:
-    """Every complete line of a JSON-lines file; a torn last line (a killed writer) is skipped."""
-    out: list[dict] = []
+def decode_utf8(data: bytes, path: str | os.PathLike) -> str:
+    """``data`` (the bytes of the file ``path``) as text: UTF-8, a leading byte-order mark
+    dropped. A ``ValueError`` naming the file, the line, the column and the byte offset of the
+    first byte that is not UTF-8 (e.g. a Latin-1 or UTF-16 file)."""
+    start = 3 if data.startswith(b"\xef\xbb\xbf") else 0
+    try:
+        return data[start:].decode("utf-8")
+    except UnicodeDecodeError as e:
+        pos = start + e.start
+        line_start = data.rfind(b"\n", 0, pos) + 1
+        line = data.count(b"\n", 0, pos) + 1
+        raise ValueError(f"{path}: line {line} is not valid UTF-8 (byte 0x{data[pos]:02x} at column "
+                         f"{pos - line_start + 1}, byte offset {pos}); save the file as UTF-8") from None
+
+
+def read_text(path: str | os.PathLike) -> str:
+    """The UTF-8 text of the file ``path`` (see :func:`decode_utf8` for the error)."""
     path = Path(path)
-    if not path.exists():
-        return out
-    with open(path, encoding="utf-8") as f:
-        lines = f.read().split("\n")
+    if path.is_dir():
+        raise IsADirectoryError(21, "is a directory, expected a file", str(path))
+    return decode_utf8(path.read_bytes(), path)
+
+
+def iter_jsonl(path: str | os.PathLike, *, strict: bool = True) -> Iterable[tuple[int, Any]]:
+    """``(line number, value)`` of every non-blank line of a JSON-lines file. ``ValueError``
+    naming the file and line for text that is not UTF-8 or a line that is not JSON; with
+    ``strict=False`` a torn last line (a killed writer) is skipped instead."""
+    lines = read_text(path).split("\n")
     for i, line in enumerate(lines):
         if not line.strip():
             continue
         try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError:
-            if i >= len(lines) - 2:  # only the last line may be torn
-                break
-            raise ValueError(f"{path}: line {i + 1} is not valid JSON") from None
-    return out
+            value = json.loads(line)
+        except json.JSONDecodeError as e:
+            if not strict and i >= len(lines) - 2:  # only the last line may be torn
+                return
+            raise ValueError(f"{path}: line {i + 1} is not valid JSON ({e.msg}, column {e.colno})") from None
+        yield i + 1, value
+
+
+def read_jsonl(path: str | os.PathLike) -> list[dict]:
+    """Every complete line of a JSON-lines file; a torn last line (a killed writer) is skipped.
+    A missing file reads as no lines; text that is not UTF-8, or a bad line before the last,
+    is a ``ValueError`` naming the file and line."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    return [value for _, value in iter_jsonl(path, strict=False)]
+
+
+def open_npy(path: str | os.PathLike, *, what: str = "array", mmap: bool = True) -> np.ndarray:
+    """The ``[N, d]`` float array of the ``.npy`` file ``path`` (memory-mapped by default), after
+    checking from its header that it is one: a ``ValueError`` or ``FileNotFoundError`` naming
+    the file for a missing file, a directory, a file that is not ``.npy`` (or holds pickled
+    objects), another number of dimensions, or a dtype that is not floating point."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such file ({what})")
+    if path.is_dir():
+        raise ValueError(f"{path}: is a directory; {what} must be a .npy file")
+    with open(path, "rb") as f:
+        magic = f.read(6)
+    if magic != b"\x93NUMPY":  # np.load would take any other file for a pickle
+        kind = "an .npz archive" if magic[:2] == b"PK" else "no NumPy header"
+        raise ValueError(f"{path}: not a .npy file ({kind}); {what} must be a .npy file written by numpy.save")
+    try:
+        X = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as e:
+        pickled = "pickled" in str(e) or "Python objects" in str(e)
+        detail = "it holds pickled objects" if pickled else f"{type(e).__name__}: {e}"
+        raise ValueError(f"{path}: not a readable .npy array ({detail}); {what} must be a .npy file "
+                         "written by numpy.save") from None
+    if X.ndim != 2:
+        raise ValueError(f"{path}: {what} must be a 2-D [N, d] array, got shape {X.shape}")
+    if X.dtype.kind != "f":
+        raise ValueError(f"{path}: {what} must hold floats (float32), got dtype {X.dtype}")
+    if X.shape[0] == 0 or X.shape[1] == 0:
+        raise ValueError(f"{path}: {what} is empty (shape {X.shape})")
+    return X
 
 
 def _json_default(o: Any) -> Any:
@@ -132,6 +193,8 @@ class RunDir:
         ``ValueError`` for one written by an incompatible version of fastsae.
         """
         run = cls(root)
+        if run.root.exists() and not run.root.is_dir():
+            raise ValueError(f"{run.root}: not a directory (a run directory is a folder; see `fastsae demo`)")
         if run.config_path.exists():
             cfg = run.config()
             fmt = cfg.get("run_format")
@@ -159,8 +222,7 @@ class RunDir:
 
     def config(self) -> dict:
         try:
-            with open(self.config_path, encoding="utf-8") as f:
-                cfg = json.load(f)
+            cfg = json.loads(read_text(self.config_path))
         except json.JSONDecodeError as e:
             raise ValueError(f"{self.config_path}: corrupt config ({e})") from e
         if not isinstance(cfg, dict):
@@ -255,9 +317,22 @@ class RunDir:
         return TopKSAE.load(path, device=device)
 
     def corpus(self) -> list[dict]:
+        """The documents of ``corpus.jsonl``; a ``ValueError`` naming the file and the line for
+        text that is not UTF-8, a line that is not a JSON object (fastsae writes the file in
+        one piece, so a torn line is damage, not an interrupted write), or a document without
+        a string ``"text"``."""
         if not self.corpus_path.exists():
             raise FileNotFoundError(f"{self.corpus_path}: no corpus in this run")
-        return read_jsonl(self.corpus_path)
+        docs = []
+        for line, doc in iter_jsonl(self.corpus_path):
+            if not isinstance(doc, dict):
+                raise ValueError(f"{self.corpus_path}: line {line} is a JSON {type(doc).__name__}, "
+                                 "expected an object with a 'text'")
+            if not isinstance(doc.get("text"), str):
+                what = "has no 'text'" if "text" not in doc else f"has a {type(doc['text']).__name__} 'text'"
+                raise ValueError(f"{self.corpus_path}: line {line} {what}; every document needs a text string")
+            docs.append(doc)
+        return docs
 
     def texts(self) -> list[str]:
         return [doc["text"] for doc in self.corpus()]
@@ -271,9 +346,30 @@ class RunDir:
         atomic_write_text(self.corpus_path, "\n".join(lines) + "\n")
 
     def embeddings(self, *, mmap: bool = True) -> np.ndarray:
+        """``embeddings.npy``, checked from its header (:func:`open_npy`): a 2-D float array."""
         if not self.embeddings_path.exists():
             raise FileNotFoundError(f"{self.embeddings_path}: no embeddings in this run (run `fastsae embed`)")
-        return np.load(self.embeddings_path, mmap_mode="r" if mmap else None, allow_pickle=False)
+        return open_npy(self.embeddings_path, what="the run's embeddings", mmap=mmap)
+
+    def checked_embeddings(self, *, mmap: bool = True) -> np.ndarray:
+        """:meth:`embeddings` after checking their contents against the run: one row per document
+        of ``corpus.jsonl`` (row i embeds document i) and every value finite. The steps that
+        consume the embeddings (``train``, ``encode``) call it before any work, so a wrong file
+        is refused there, not several steps later. ``ValueError`` naming both files and counts,
+        or the first row that holds NaN or infinity."""
+        X = self.embeddings(mmap=mmap)
+        n_docs = len(self.corpus())
+        if X.shape[0] != n_docs:
+            raise ValueError(f"{self.embeddings_path} has {X.shape[0]} rows but {self.corpus_path} has {n_docs} "
+                             f"documents (row i must embed document i): re-run `fastsae embed --run {self.root}`")
+        step = max(1, (1 << 24) // max(X.shape[1], 1))  # ~64 MiB of float32 per block, whatever N is
+        for a in range(0, X.shape[0], step):
+            bad = ~np.isfinite(np.asarray(X[a : a + step])).all(axis=1)
+            if bad.any():
+                r = a + int(np.argmax(bad))
+                raise ValueError(f"{self.embeddings_path}: row {r} (document {r} of {self.corpus_path}) holds NaN "
+                                 "or infinite values; re-embed the corpus")
+        return X
 
     def codes(self, name: str):
         """The SparseCode of every document under SAE ``name`` (numpy memmaps wrapped as tensors)."""
@@ -300,7 +396,10 @@ class RunDir:
     def families(self) -> dict:
         if not self.families_path.exists():
             raise FileNotFoundError(f"{self.families_path}: no families (run `fastsae families`)")
-        return json.loads(self.families_path.read_text())
+        try:
+            return json.loads(read_text(self.families_path))
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{self.families_path}: not valid JSON ({e})") from None
 
     def labels(self) -> list[dict]:
         return read_jsonl(self.labels_path)

@@ -14,37 +14,40 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from typing import Any
 
 import numpy as np
 
+from ..errors import is_user_error, user_message
+
 EXIT_OK, EXIT_BAD_INPUT, EXIT_BUDGET, EXIT_ENDPOINT = 0, 2, 3, 4
 
 
-def parse_feature_spec(spec: str) -> list[int]:
-    """``"0-99,205"`` -> [0, 1, ..., 99, 205] (ranges inclusive; order kept, repeats dropped)."""
+def parse_feature_spec(spec: str, n_latents: int | None = None) -> list[int]:
+    """``"0-99,205"`` -> [0, 1, ..., 99, 205] (ranges inclusive; order kept, repeats dropped).
+
+    ``ValueError`` for an item that is not an id or a ``lo-hi`` range of ids >= 0, a reversed
+    range, a spec that selects nothing, or (with ``n_latents``) an id >= ``n_latents``, checked
+    before a range is expanded."""
     out: list[int] = []
     seen: set[int] = set()
     for part in spec.split(","):
         part = part.strip()
         if not part:
             continue
-        try:
-            if "-" in part:
-                a, b = part.split("-", 1)
-                lo, hi = int(a), int(b)
-                if hi < lo:
-                    raise ValueError(f"empty range {part!r}")
-                ids = range(lo, hi + 1)
-            else:
-                ids = [int(part)]
-        except ValueError as e:
-            raise ValueError(f"bad --features item {part!r} (expected ids and ranges like '0-99,205'): {e}") from None
-        for i in ids:
-            if i < 0:
-                raise ValueError(f"bad --features item {part!r}: feature ids are >= 0")
+        a, dash, b = (x.strip() for x in part.partition("-"))
+        if not (a.isdecimal() and (not dash or b.isdecimal())):
+            raise ValueError(f"bad --features item {part!r}: expected feature ids >= 0 and ranges like '0-99,205'")
+        lo = int(a)
+        hi = int(b) if dash else lo
+        if hi < lo:
+            raise ValueError(f"bad --features item {part!r}: the range is reversed (write {hi}-{lo})")
+        if n_latents is not None and hi >= n_latents:
+            raise ValueError(f"--features: {hi} is outside [0, {n_latents}) (the SAE has {n_latents} latents)")
+        for i in range(lo, hi + 1):
             if i not in seen:
                 seen.add(i)
                 out.append(i)
@@ -107,6 +110,18 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     return p
 
 
+def _n_latents(cfg_path) -> int:
+    from ..rundir import read_text
+
+    try:
+        n = json.loads(read_text(cfg_path)).get("n_latents")
+    except (json.JSONDecodeError, AttributeError):
+        raise ValueError(f"{cfg_path}: not a valid SAE config (expected a JSON object)") from None
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"{cfg_path}: 'n_latents' must be a positive integer, got {n!r}")
+    return n
+
+
 def _fmt(x: Any, spec: str = ".3f") -> str:
     return "n/a" if x is None else format(x, spec)
 
@@ -135,13 +150,13 @@ def run_interpret(args: argparse.Namespace) -> int:
         cfg_path = run.sae_dir(name) / "config.json"
         if not cfg_path.exists():
             raise FileNotFoundError(f"{cfg_path}: no such SAE in this run")
-        n_latents = int(json.loads(cfg_path.read_text())["n_latents"])
+        n_latents = _n_latents(cfg_path)
         texts = run.texts()
         codes = run.codes(name)
         embeddings = None
         if args.negatives == "hard":
             embeddings = run.embeddings()
-        features = parse_feature_spec(args.features) if args.features else list(range(n_latents))
+        features = parse_feature_spec(args.features, n_latents) if args.features else list(range(n_latents))
         bad = [f for f in features if f >= n_latents]
         if bad:
             raise ValueError(f"--features: {bad[0]} is outside [0, {n_latents}) (the SAE {name!r} has {n_latents} latents)")
@@ -157,8 +172,10 @@ def run_interpret(args: argparse.Namespace) -> int:
             features = live
             if not features:
                 raise ValueError("none of the selected features fires on any document")
-    except (FileNotFoundError, ValueError, KeyError) as e:
-        print(f"fastsae interpret: {e}", file=sys.stderr)
+    except Exception as e:  # the CLI's one rule for what is a user error (fastsae.errors)
+        if not is_user_error(e) or os.environ.get("FASTSAE_DEBUG"):
+            raise
+        print(f"fastsae interpret: error: {user_message(e)}", file=sys.stderr)
         return EXIT_BAD_INPUT
 
     common = dict(backend=args.backend, base_url=args.base_url, interpreter_model=args.interpreter_model,
@@ -195,10 +212,12 @@ def run_interpret(args: argparse.Namespace) -> int:
         if code == EXIT_BUDGET:
             print("  stopped by the budget; rerun with a larger --max-cost/--max-tokens to continue")
     except AutointerpAborted as e:
-        print(f"fastsae interpret: {e}", file=sys.stderr)
+        print(f"fastsae interpret: {user_message(e)}", file=sys.stderr)
         code = EXIT_ENDPOINT
-    except (ValueError, TypeError) as e:
-        print(f"fastsae interpret: {e}", file=sys.stderr)
+    except Exception as e:
+        if not is_user_error(e) or os.environ.get("FASTSAE_DEBUG"):
+            raise
+        print(f"fastsae interpret: error: {user_message(e)}", file=sys.stderr)
         return EXIT_BAD_INPUT
     else:
         run.update_config("interpret", {**res.summary["settings"], "sae": name,

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any, Mapping
 from urllib.parse import urlsplit, urlunsplit
 
+from .._endpoint import resolve_key, split_credentials
 from .prompts import PROMPT_VERSION
 
 log = logging.getLogger("fastsae.autointerp")
@@ -126,9 +127,15 @@ def resolve_endpoint(base_url: str | None, api_key: str | None) -> tuple[str | N
     """(base_url, api_key) from the arguments, else ``OPENAI_BASE_URL`` / ``OPENAI_API_KEY``.
 
     A custom ``base_url`` without a key gets the placeholder ``"EMPTY"`` (local servers such as
-    vLLM or Ollama ignore it); OpenAI itself without a key is an error."""
-    base_url = base_url or os.environ.get("OPENAI_BASE_URL") or None
-    api_key = api_key or os.environ.get("OPENAI_API_KEY") or None
+    vLLM or Ollama ignore it); OpenAI itself without a key is an error. Credentials inside the
+    URL (``http://user:KEY@host/v1``, ``?api_key=KEY``) are stripped from the returned URL and
+    returned as the key (:func:`fastsae._endpoint.split_credentials`); they take precedence
+    over ``OPENAI_API_KEY``, and an ``api_key`` argument that differs from them is a
+    ``ValueError``."""
+    # A key inside the URL (user:KEY@host, ?api_key=KEY) becomes the key and leaves the URL,
+    # which the HTTP stack logs at INFO (see fastsae._endpoint).
+    base_url, url_key = split_credentials(base_url or os.environ.get("OPENAI_BASE_URL") or None)
+    api_key = resolve_key(url_key, api_key) or os.environ.get("OPENAI_API_KEY") or None
     if not api_key:
         if base_url:
             api_key = "EMPTY"
@@ -397,6 +404,9 @@ class ChatClient:
         self.config = config or ClientConfig()
         self.cache = cache
         self.accounting = accounting or Accounting()
+        # Also for a client built directly: the URL it keeps and logs holds no key.
+        base_url, url_key = split_credentials(base_url)
+        api_key = resolve_key(url_key, None if api_key == "EMPTY" else api_key) or api_key
         self.base_url = base_url
         self._secret = api_key
         # The SDK's own retries are off: ours count attempts, honour the budget and back off

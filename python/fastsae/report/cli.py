@@ -8,6 +8,7 @@ Wired into the main command line by ``fastsae.cli`` through :func:`add_parser`::
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 
@@ -34,8 +35,12 @@ def run_report(args: argparse.Namespace) -> int:
 
     try:
         path = build_report(args.run, out=args.out, top_docs=args.top_docs, max_features=args.max_features)
-    except (FileNotFoundError, ValueError) as e:
-        print(f"fastsae report: error: {e}", file=sys.stderr)
+    except Exception as e:  # the CLI's one rule for what is a user error (fastsae.errors)
+        from ..errors import is_user_error, user_message
+
+        if not is_user_error(e) or os.environ.get("FASTSAE_DEBUG"):
+            raise
+        print(f"fastsae report: error: {user_message(e)}", file=sys.stderr)
         return 2
     print(f"report: {path}")
     if args.open:
