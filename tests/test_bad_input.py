@@ -379,3 +379,180 @@ def test_fuzz_native_entry_points_never_crash():
     out = run_python(FUZZ.replace("MAX", "200"), timeout=600)
     assert out.returncode == 0, f"exit {out.returncode}\n{out.stdout[-2000:]}\n{out.stderr[-4000:]}"
     assert "survived" in out.stdout
+
+
+# ---------------------------------------------------------------------------------------------
+# Structurally broken scipy matrices: refused with the array and the first bad position, before
+# scipy (whose C++ routines trust indptr/indices) or the native core reads them.
+
+
+def _csr3():
+    # [[0, 1, 2], [1, 0, 3], [2, 3, 0]]
+    return sp.csr_matrix(np.array([[0, 1, 2], [1, 0, 3], [2, 3, 0]], dtype=np.float64))
+
+
+def _set(m, **attrs):
+    for k, v in attrs.items():
+        if k in ("row", "col"):
+            coords = list(m.coords)
+            coords[0 if k == "row" else 1] = v
+            m.coords = tuple(coords)
+        else:
+            setattr(m, k, v)
+    return m
+
+
+BROKEN = {
+    "indptr_not_monotone": (lambda: _set(_csr3(), indptr=np.array([0, 2, 1, 6])), ValueError,
+                            r"weights\.indptr is not non-decreasing at position 2 \(2 > 1\)"),
+    "indptr_negative": (lambda: _set(_csr3(), indptr=np.array([0, -5, 4, 6])), ValueError,
+                        r"weights\.indptr is not non-decreasing at position 1 \(0 > -5\)"),
+    "indptr_huge": (lambda: _set(_csr3(), indptr=np.array([0, 2, 4, 2**40])), ValueError,
+                    r"weights\.indptr ends at 1099511627776 but weights\.indices holds 6 entries"),
+    "indptr_not_from_zero": (lambda: _set(_csr3(), indptr=np.array([1, 2, 4, 6])), ValueError,
+                             r"weights\.indptr must start at 0, got 1"),
+    "indptr_short": (lambda: _set(_csr3(), indptr=np.array([0, 2, 6])), ValueError,
+                     r"weights\.indptr has 3 entries, expected 4"),
+    "indptr_float": (lambda: _set(_csr3(), indptr=np.array([0.0, 2, 4, 6])), TypeError,
+                     r"weights\.indptr must hold integers, got dtype float64"),
+    "indices_out_of_range": (lambda: _set(_csr3(), indices=np.array([1, 2, 0, 7, 0, 1], np.int32)), ValueError,
+                             r"weights\.indices\[3\] = 7 is outside \[0, 3\) \(in row 1\)"),
+    "indices_negative": (lambda: _set(_csr3(), indices=np.array([1, -2, 0, 2, 0, 1], np.int32)), ValueError,
+                         r"weights\.indices\[1\] = -2 is outside \[0, 3\) \(in row 0\)"),
+    "indices_beyond_int32": (lambda: _set(_csr3(), indices=np.array([1, 2, 0, 2, 0, 2**40])), ValueError,
+                             r"weights\.indices\[5\] = 1099511627776 is outside \[0, 3\) \(in row 2\)"),
+    "indices_float": (lambda: _set(_csr3(), indices=np.array([1.0, 2, 0, 2, 0, 1])), TypeError,
+                      r"weights\.indices must hold integers, got dtype float64"),
+    "indices_uint64_huge": (lambda: _set(_csr3(), indices=np.array([1, 2, 0, 2, 0, 2**64 - 1], np.uint64)),
+                            ValueError, r"weights\.indices\[5\] = 18446744073709551615 is beyond int64"),
+    "data_short": (lambda: _set(_csr3(), data=np.ones(4)), ValueError,
+                   r"weights\.data has shape \(4,\), expected 6 entries"),
+    "data_complex": (lambda: _set(_csr3(), data=np.ones(6, np.complex128)), TypeError,
+                     r"weights\.data must hold real numbers, got dtype complex128"),
+    "indices_2d": (lambda: _set(_csr3(), indices=np.zeros((2, 3), np.int32)), ValueError,
+                   r"weights\.indices must be 1-dimensional"),
+    "csc_indptr": (lambda: _set(_csr3().tocsc(), indptr=np.array([0, 2, 1, 6])), ValueError,
+                   r"weights\.indptr is not non-decreasing at position 2"),
+    "csc_indices": (lambda: _set(_csr3().tocsc(), indices=np.array([1, 2, 0, 9, 0, 1], np.int32)), ValueError,
+                    r"weights\.indices\[3\] = 9 is outside \[0, 3\) \(in column 1\)"),
+    "coo_row_out_of_range": (lambda: _set(_csr3().tocoo(), row=np.array([0, 0, 1, 1, 2, 5], np.int32)), ValueError,
+                             r"weights\.row\[5\] = 5 is outside \[0, 3\)"),
+    "coo_col_negative": (lambda: _set(_csr3().tocoo(), col=np.array([1, 2, 0, -1, 0, 1], np.int32)), ValueError,
+                         r"weights\.col\[3\] = -1 is outside \[0, 3\)"),
+    "coo_length_mismatch": (lambda: _set(_csr3().tocoo(), row=np.array([0, 0, 1], np.int32)), ValueError,
+                            r"weights\.row has 3 entries but weights\.col has 6"),
+    "coo_float_coords": (lambda: _set(_csr3().tocoo(), col=np.array([1.0, 2, 0, 2, 0, 1])), TypeError,
+                         r"weights\.col must hold integers"),
+    "bsr_indices": (lambda: _set(sp.bsr_matrix(np.eye(4), blocksize=(2, 2)), indices=np.array([0, 3], np.int32)),
+                    ValueError, r"weights\.indices\[1\] = 3 is outside \[0, 2\) \(in block row 1\)"),
+    "dia_offset": (lambda: _set(sp.dia_matrix(np.eye(3)), offsets=np.array([2**62])), ValueError,
+                   r"weights\.offsets\[0\] = 4611686018427387904 is outside \(-3, 3\)"),
+    "lil_row_lengths": (lambda: _set(sp.lil_matrix(np.eye(3)), rows=np.array([[0, 1], [1], [2]] + [None], dtype=object)[:3]),
+                        ValueError, r"weights\.rows\[0\] and weights\.data\[0\] must be lists of one length"),
+    "lil_column": (lambda: _lil_bad_column(), ValueError, r"weights\.rows\[1\]\[0\] = 99 is outside \[0, 3\)"),
+    "dok_key": (lambda: _dok_bad_key(), ValueError, r"weights\.row\[\d\] = 7 is outside \[0, 3\)"),
+    "rectangular": (lambda: sp.csr_matrix(np.ones((2, 3))), ValueError, r"weights must be square, got shape \(2, 3\)"),
+}
+
+
+def _lil_bad_column():
+    m = sp.lil_matrix(np.eye(3))
+    m.rows[1] = [99]
+    return m
+
+
+def _dok_bad_key():
+    m = sp.dok_matrix(np.eye(3))
+    dict.__setitem__(m, (7, 0), 1.0)  # bypasses dok's own bounds check
+    return m
+
+
+@pytest.mark.parametrize("case", BROKEN.values(), ids=BROKEN.keys())
+def test_broken_sparse_structure_is_refused_by_the_spanning_forest(case):
+    make, exc, match = case
+    w = make()
+    before = {k: getattr(w, k).copy() for k in ("indptr", "indices", "data") if isinstance(getattr(w, k, None), np.ndarray)}
+    with pytest.raises(exc, match=match):
+        fastsae.maximum_spanning_forest(w)
+    for k, v in before.items():  # the caller's arrays are never touched
+        np.testing.assert_array_equal(getattr(w, k), v)
+
+
+@pytest.mark.parametrize("name", ["indptr_not_monotone", "indptr_huge", "indices_out_of_range", "coo_row_out_of_range",
+                                  "dok_key", "lil_column"])
+def test_broken_sparse_structure_is_refused_everywhere(name):
+    from fastsae.analysis import feature_families, geometry
+
+    make, exc, match = BROKEN[name]
+    generic = match.replace(r"weights", "{0}")
+    freq = np.ones(3, np.int64)
+
+    def make_int():  # integer counts, set on the raw attribute (no scipy call on a broken matrix)
+        m = make()
+        if isinstance(getattr(m, "data", None), np.ndarray) and m.data.dtype != object:
+            m.data = m.data.astype(np.int64)
+        elif m.format == "dok":
+            m = _set(m)
+            m.dtype = np.dtype(np.int64)
+        return m
+
+    for fn, label in [
+        (lambda m: fastsae.threshold(m, 0.5), "matrix"),
+        (lambda m: geometry.order_graph(m), "adjacency"),
+        (lambda m: geometry.bandwidth(m), "adjacency"),
+        (lambda m: fastsae.Cooccurrence(counts=make_int(), act_sim=_csr3(), freq=freq, n_rows=3), "counts"),
+        (lambda m: fastsae.Cooccurrence(counts=_csr3().astype(np.int64), act_sim=m, freq=freq, n_rows=3), "act_sim"),
+    ]:
+        with pytest.raises(exc, match=generic.format(label)):
+            fn(make())
+    # A result whose (mutable) fields are damaged after construction: every reader re-checks.
+    res = fastsae.cooccurrence(np.array([[0, 1], [1, 2]]), np.ones((2, 2)), 3, dense=False)
+    res.counts = make_int()
+    for fn in (fastsae.normalize_frequency, fastsae.jaccard, fastsae.npmi, fastsae.act_sim_cosine,
+               feature_families, fastsae.CooccurrenceAccumulator(3, dense=False).merge):
+        with pytest.raises(exc, match=generic.format("counts")):
+            fn(res)
+
+
+def test_duplicates_are_summed_without_touching_the_input():
+    nx = pytest.importorskip("networkx")
+    rows = np.array([0, 0, 1, 2, 2, 3])
+    cols = np.array([1, 1, 2, 3, 3, 0])
+    vals = np.array([1.0, 2.5, 0.5, 1.0, 1.0, 0.25])
+    w = sp.csr_matrix((4, 4))
+    w.indptr, w.indices, w.data = np.array([0, 2, 3, 5, 6]), cols.astype(np.int32), vals.copy()
+    w.has_canonical_format = False
+    forest = fastsae.maximum_spanning_forest(w)
+    g = nx.Graph()
+    for (u, v), x in {(0, 1): 3.5, (1, 2): 0.5, (2, 3): 2.0, (0, 3): 0.25}.items():
+        g.add_edge(u, v, weight=x)
+    ref = sorted(tuple(sorted(e)) for e in nx.maximum_spanning_tree(g).edges())
+    assert sorted(map(tuple, forest.edges.tolist())) == ref
+    np.testing.assert_array_equal(w.data, vals)  # summed in a copy
+    np.testing.assert_array_equal(w.indices, cols)
+
+
+def test_huge_order_with_few_entries_and_empty_matrices():
+    nx = pytest.importorskip("networkx")
+    # 2**40 nodes in COO: only the touched nodes are materialised; ids beyond int32 come back.
+    ids = np.array([5, 2**33, 2**40 - 1, 7, 2**31])
+    r = ids[[0, 1, 2, 3, 0, 4]]
+    c = ids[[1, 2, 3, 0, 2, 1]]
+    x = np.array([1.0, 2.0, 3.0, 0.5, 4.0, 1.5])
+    w = sp.coo_matrix((x, (r, c)), shape=(2**40, 2**40))
+    got = fastsae.maximum_spanning_forest(w)
+    g = nx.Graph()
+    g.add_weighted_edges_from(zip(r.tolist(), c.tolist(), x.tolist()))
+    ref = nx.maximum_spanning_tree(g)
+    assert sorted(map(tuple, got.edges.tolist())) == sorted(tuple(sorted(e)) for e in ref.edges())
+    assert got.edges.dtype == np.int64 and got.edge_weights.sum() == pytest.approx(ref.size(weight="weight"))
+    for m in (sp.csr_matrix((0, 0)), sp.coo_matrix((0, 0)), sp.csr_matrix((5, 5)), sp.coo_matrix((2**31, 2**31))):
+        f = fastsae.maximum_spanning_forest(m)
+        assert f.edges.shape == (0, 2) and f.edge_weights.shape == (0,)
+
+
+def test_native_errors_are_never_bare_cxx_messages():
+    with pytest.raises(MemoryError, match="out of memory allocating the dense co-occurrence buffers for n_latents=2147483647"):
+        _native.CoocAccumulator(2**31 - 1, True)
+    with pytest.raises(ValueError, match=r"n must be in \[0, 2\*\*31 - 1\]"):
+        _native.msf_csr(2**62, np.zeros(3, np.int64), np.zeros(0, np.int32), np.zeros(0), "max")

@@ -110,6 +110,7 @@ def release_pages(chunk: np.ndarray) -> None:
 # rows) numpy passes, negligible next to whatever the caller then does with the matrix.
 
 _INT64_MAX = np.iinfo(np.int64).max
+_KIND_WORDS = {"iu": "integers"}
 
 
 def available_memory() -> int | None:
@@ -157,7 +158,7 @@ def _raw_values(a: Any, name: str, n: int, kinds: str) -> np.ndarray:
     if not isinstance(a, np.ndarray):
         raise TypeError(f"{name} must be a numpy array, got {type(a).__name__}")
     if a.dtype.kind not in kinds:
-        raise TypeError(f"{name} must hold real numbers, got dtype {a.dtype}")
+        raise TypeError(f"{name} must hold {_KIND_WORDS.get(kinds, 'real numbers')}, got dtype {a.dtype}")
     if a.shape[:1] != (n,):
         raise ValueError(f"{name} has shape {a.shape}, expected {n} entries to match the indices")
     return a
@@ -263,8 +264,6 @@ def check_sparse(matrix: Any, name: str, *, square: bool = False, kinds: str = "
         for arr, what in ((rows, "rows"), (data, "data")):
             if not isinstance(arr, np.ndarray) or arr.shape != (shape[0],):
                 raise ValueError(f"{name}.{what} must be an array of {shape[0]} lists")
-        if np.dtype(matrix.dtype).kind not in kinds:
-            raise TypeError(f"{name} must hold real numbers, got dtype {matrix.dtype}")
         for i in range(shape[0]):
             ri, di = rows[i], data[i]
             if not isinstance(ri, list) or not isinstance(di, list) or len(ri) != len(di):
@@ -276,6 +275,8 @@ def check_sparse(matrix: Any, name: str, *, square: bool = False, kinds: str = "
                 p = _first((cols < 0) | (cols >= shape[1]))
                 if p is not None:
                     raise ValueError(f"{name}.rows[{i}][{p}] = {cols[p]} is outside [0, {shape[1]})")
+        if np.dtype(matrix.dtype).kind not in kinds:
+            raise TypeError(f"{name} must hold {_KIND_WORDS.get(kinds, 'real numbers')}, got dtype {matrix.dtype}")
     elif fmt == "dok":
         check_sparse(_dok_to_coo(matrix, name, shape), name, square=square, kinds=kinds)
     else:
