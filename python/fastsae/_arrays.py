@@ -328,10 +328,13 @@ def sparse_csr(matrix: Any, name: str, *, square: bool = False, kinds: str = "bi
     """
     fmt = check_sparse(matrix, name, square=square, kinds=kinds)
     shape = _check_shape(matrix, name)
+    # A CSR (and what callers derive from it: transposes, per-row arrays) holds a few arrays
+    # of one entry per row: refuse up front an order that memory cannot hold 4 times over,
+    # rather than have the process killed halfway.
+    check_allocation(4 * 8 * (max(shape) + 1), f"{name}: a CSR matrix of shape {shape}")
     if fmt == "csr":
         indptr, indices, data = matrix.indptr, matrix.indices, matrix.data
     else:
-        check_allocation(8 * (shape[0] + 1), f"{name}: converting a {shape[0]}-row matrix to CSR")
         row, col, data, _ = sparse_coo(matrix, name, square=square, kinds=kinds)
         order = np.lexsort((col, row))
         row, indices, data = row[order], col[order], data[order]

@@ -356,8 +356,8 @@ def bandwidth(adjacency: Any, order: Any = None) -> int:
     r, c = row[mask], col[mask]
     if r.size == 0:
         return 0
-    if order is None:
-        pos = np.arange(n)
+    if order is None:  # identity: no n-sized array (n may be far larger than the entries)
+        return int(np.abs(r - c).max())
     else:
         order = _check_order(order, n)
         pos = np.empty(n, dtype=np.int64)
