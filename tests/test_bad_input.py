@@ -546,6 +546,12 @@ def test_huge_order_with_few_entries_and_empty_matrices():
     ref = nx.maximum_spanning_tree(g)
     assert sorted(map(tuple, got.edges.tolist())) == sorted(tuple(sorted(e)) for e in ref.edges())
     assert got.edges.dtype == np.int64 and got.edge_weights.sum() == pytest.approx(ref.size(weight="weight"))
+    dia = sp.dia_matrix((np.array([[0.0, 2.0, 0.5]]), np.array([1])), shape=(3, 3))
+    expect = fastsae.maximum_spanning_forest(dia.toarray())
+    dia._shape = (2**40, 2**40)  # scipy would convert through an indptr of 2**40 entries
+    got = fastsae.maximum_spanning_forest(dia)
+    np.testing.assert_array_equal(got.edges, expect.edges)
+    np.testing.assert_array_equal(got.edge_weights, expect.edge_weights)
     for m in (sp.csr_matrix((0, 0)), sp.coo_matrix((0, 0)), sp.csr_matrix((5, 5)), sp.coo_matrix((2**31, 2**31))):
         f = fastsae.maximum_spanning_forest(m)
         assert f.edges.shape == (0, 2) and f.edge_weights.shape == (0,)

@@ -313,6 +313,13 @@ def sparse_coo(matrix: Any, name: str, *, square: bool = False, kinds: str = "bi
         return coords[0].astype(np.int64), coords[1].astype(np.int64), matrix.data, shape
     if fmt == "dok":
         m = _dok_to_coo(matrix, name, shape)
+    elif fmt == "dia":
+        # scipy converts DIA through CSR, one index per row: read the diagonals directly.
+        data, offsets = matrix.data, matrix.offsets.astype(np.int64)
+        cols = np.arange(min(data.shape[1], shape[1]), dtype=np.int64)
+        r = cols[None, :] - offsets[:, None]
+        keep = (r >= 0) & (r < shape[0])
+        return r[keep], np.broadcast_to(cols, r.shape)[keep], data[:, : cols.shape[0]][keep], shape
     else:  # bsr, dia, lil: structure checked above, so scipy's conversion is safe
         m = matrix.tocoo()
         check_sparse(m, name, square=square, kinds=kinds)
