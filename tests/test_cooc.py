@@ -434,3 +434,17 @@ def test_a_valid_file_round_trips_and_passes_check(tmp_path):
         a = loaded.counts.toarray() if sp.issparse(loaded.counts) else loaded.counts
         b = res.counts.toarray() if sp.issparse(res.counts) else res.counts
         np.testing.assert_array_equal(a, b)
+
+
+def test_flag_bit_flip_reads_as_encrypted_and_is_refused(tmp_path):
+    # Found by the fuzz: bit 0 of a member's general-purpose flags means "encrypted", and
+    # zipfile then raises RuntimeError; it must read as a damaged file like any other.
+    _, path, _ = _valid_arrays(tmp_path, False)
+    blob = bytearray(path.read_bytes())
+    cd = blob.rfind(b"PK\x01\x02")  # last central-directory entry
+    blob[cd + 8] |= 1
+    bad = tmp_path / "flag.npz"
+    bad.write_bytes(bytes(blob))
+    with pytest.raises(ValueError, match="not a readable co-occurrence file .*encrypted") as e:
+        Cooccurrence.load(bad)
+    assert str(bad) in str(e.value)

@@ -169,7 +169,8 @@ _DENSE_KEYS = {"format", "freq", "n_rows", "counts", "act_sim"}
 _CSR_KEYS = _DENSE_KEYS | {"indptr", "indices"}
 _DTYPES = {"freq": "iu", "n_rows": "iu", "counts": "iu", "act_sim": "f", "indptr": "iu", "indices": "iu", "format": "U"}
 _READ_ERRORS = (OSError, EOFError, ValueError, KeyError, IndexError, TypeError, OverflowError,
-                zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, NotImplementedError)
+                zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, NotImplementedError,
+                RuntimeError)  # zipfile: a flipped flag bit reads as "encrypted, password required"
 
 
 def _read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, archive_size: int) -> np.ndarray:
