@@ -8,6 +8,8 @@
 #include <nanobind/stl/tuple.h>
 
 #include <memory>
+#include <new>
+#include <stdexcept>
 #include <mutex>
 #include <string>
 
@@ -23,6 +25,37 @@ namespace {
 using AnyArray = nb::ndarray<nb::ro>;
 
 [[noreturn]] void fail(const std::string& msg) { throw nb::value_error(msg.c_str()); }
+
+// Raised as MemoryError (translator registered in the module init).
+struct NativeMemoryError : std::runtime_error {
+    using std::runtime_error::runtime_error;
+};
+// Raised as RuntimeError, naming the entry point: never a bare C++ message.
+struct NativeInternalError : std::runtime_error {
+    using std::runtime_error::runtime_error;
+};
+
+// Runs one entry point's body, turning allocation failures and unexpected C++ exceptions into
+// Python errors that say what was being done. Our own checks throw std::invalid_argument with
+// a full message (ValueError, passed through); nanobind's exceptions pass through unchanged.
+template <typename F>
+auto guarded(const std::string& what, F&& body) -> decltype(body()) {
+    try {
+        return body();
+    } catch (const nb::python_error&) {
+        throw;
+    } catch (const nb::builtin_exception&) {
+        throw;
+    } catch (const std::invalid_argument&) {
+        throw;
+    } catch (const std::bad_alloc&) {
+        throw NativeMemoryError("fastsae: out of memory allocating " + what);
+    } catch (const std::length_error& e) {
+        throw NativeMemoryError("fastsae: " + what + " is larger than a buffer can hold (" + e.what() + ")");
+    } catch (const std::exception& e) {
+        throw NativeInternalError("fastsae: internal error in " + what + " (" + e.what() + "); please report it");
+    }
+}
 
 std::string dtype_name(const AnyArray& a) {
     const nb::dlpack::dtype d = a.dtype();
@@ -108,7 +141,12 @@ nb::ndarray<nb::numpy, T> to_numpy(std::vector<T>&& v, std::initializer_list<siz
 struct PyAccumulator {
     CoocAccumulator acc;
     std::mutex mu;
-    PyAccumulator(int64_t n, bool dense) : acc(n, dense) {}
+    PyAccumulator(int64_t n, bool dense) try : acc(n, dense) {
+    } catch (const std::bad_alloc&) {
+        throw NativeMemoryError("fastsae: out of memory allocating the " + std::string(dense ? "dense" : "sparse") +
+                                " co-occurrence buffers for n_latents=" + std::to_string(n) +
+                                (dense ? " (16 * n^2 bytes; dense=False stores observed pairs only)" : ""));
+    }
 };
 
 nb::tuple forest_tuple(fastsae::Forest&& f) {
@@ -120,6 +158,17 @@ nb::tuple forest_tuple(fastsae::Forest&& f) {
 
 NB_MODULE(_native, m) {
     m.doc() = "fastsae native core (private: import fastsae instead)";
+    nb::register_exception_translator([](const std::exception_ptr& p, void*) {
+        try {
+            std::rethrow_exception(p);
+        } catch (const NativeMemoryError& e) {
+            PyErr_SetString(PyExc_MemoryError, e.what());
+        } catch (const NativeInternalError& e) {
+            PyErr_SetString(PyExc_RuntimeError, e.what());
+        } catch (const std::bad_alloc&) {  // outside any guarded body (e.g. a result's array)
+            PyErr_SetString(PyExc_MemoryError, "fastsae: out of memory in the native core");
+        }
+    });
 
     m.def("max_threads", &fastsae::max_threads, "Threads an OpenMP parallel region would use (1 without OpenMP).");
 
@@ -135,20 +184,23 @@ NB_MODULE(_native, m) {
                 const fastsae::CodesView v = codes_view(indices, values);
                 nb::gil_scoped_release release;
                 std::lock_guard<std::mutex> lock(s.mu);
-                s.acc.update(v);
+                guarded("the co-occurrence update of " + std::to_string(v.rows) + " rows x k=" + std::to_string(v.k) +
+                            " (n_latents=" + std::to_string(s.acc.n_latents()) + ")",
+                        [&] { s.acc.update(v); });
             },
             "indices"_a, "values"_a, "Add one [B, k] chunk of codes (validated first; on error nothing changes).")
         .def(
             "merge",
             [](PyAccumulator& s, PyAccumulator& other) {
                 nb::gil_scoped_release release;
+                const std::string what = "the merged co-occurrence totals (n_latents=" + std::to_string(s.acc.n_latents()) + ")";
                 if (&s == &other) {
                     std::lock_guard<std::mutex> lock(s.mu);
-                    s.acc.merge(other.acc);
+                    guarded(what, [&] { s.acc.merge(other.acc); });
                     return;
                 }
                 std::scoped_lock lock(s.mu, other.mu);
-                s.acc.merge(other.acc);
+                guarded(what, [&] { s.acc.merge(other.acc); });
             },
             "other"_a, "Add another accumulator's totals.")
         .def(
@@ -167,8 +219,10 @@ NB_MODULE(_native, m) {
                          std::to_string(n));
                 nb::gil_scoped_release release;
                 std::lock_guard<std::mutex> lock(s.mu);
-                s.acc.add_dense_totals((const int64_t*)counts.data(), (const double*)sims.data(),
-                                       (const int64_t*)freq.data(), n_rows);
+                guarded("the co-occurrence totals (n_latents=" + std::to_string(n) + ")", [&] {
+                    s.acc.add_dense_totals((const int64_t*)counts.data(), (const double*)sims.data(),
+                                           (const int64_t*)freq.data(), n_rows);
+                });
             },
             "counts"_a, "act_sim"_a, "freq"_a, "n_rows"_a)
         .def(
@@ -191,9 +245,11 @@ NB_MODULE(_native, m) {
                 if ((int64_t)freq.shape(0) != n) fail("freq must have n_latents=" + std::to_string(n) + " entries");
                 nb::gil_scoped_release release;
                 std::lock_guard<std::mutex> lock(s.mu);
-                s.acc.add_sparse_totals((const int64_t*)rows.data(), (const int64_t*)cols.data(),
-                                        (const int64_t*)counts.data(), (const double*)sims.data(),
-                                        (int64_t)rows.shape(0), (const int64_t*)freq.data(), n_rows);
+                guarded("the co-occurrence totals of " + std::to_string(rows.shape(0)) + " stored pairs", [&] {
+                    s.acc.add_sparse_totals((const int64_t*)rows.data(), (const int64_t*)cols.data(),
+                                            (const int64_t*)counts.data(), (const double*)sims.data(),
+                                            (int64_t)rows.shape(0), (const int64_t*)freq.data(), n_rows);
+                });
             },
             "rows"_a, "cols"_a, "counts"_a, "act_sim"_a, "freq"_a, "n_rows"_a)
         .def("freq",
@@ -210,7 +266,7 @@ NB_MODULE(_native, m) {
                  {
                      nb::gil_scoped_release release;
                      std::lock_guard<std::mutex> lock(s.mu);
-                     buf = s.acc.dense_result();
+                     buf = guarded("the dense co-occurrence result", [&] { return s.acc.dense_result(); });
                  }
                  const size_t n = static_cast<size_t>(buf->n);
                  auto* keep = new std::shared_ptr<fastsae::DenseBuffers>(buf);
@@ -227,7 +283,7 @@ NB_MODULE(_native, m) {
             {
                 nb::gil_scoped_release release;
                 std::lock_guard<std::mutex> lock(s.mu);
-                r = s.acc.sparse_result();
+                r = guarded("the sparse co-occurrence result", [&] { return s.acc.sparse_result(); });
             }
             const size_t np1 = r.indptr.size(), nnz = r.indices.size();
             return nb::make_tuple(to_numpy(std::move(r.indptr), {np1}), to_numpy(std::move(r.indices), {nnz}),
@@ -244,12 +300,13 @@ NB_MODULE(_native, m) {
             const auto algo = parse_algo(algorithm);
             const int64_t n = static_cast<int64_t>(w.shape(0));
             fastsae::Forest f;
+            const std::string what = "the spanning forest of a dense " + std::to_string(n) + " x " + std::to_string(n) + " matrix";
             if (is<double>(w)) {
                 nb::gil_scoped_release release;
-                f = fastsae::msf_dense((const double*)w.data(), n, rule, algo);
+                f = guarded(what, [&] { return fastsae::msf_dense((const double*)w.data(), n, rule, algo); });
             } else if (is<float>(w)) {
                 nb::gil_scoped_release release;
-                f = fastsae::msf_dense((const float*)w.data(), n, rule, algo);
+                f = guarded(what, [&] { return fastsae::msf_dense((const float*)w.data(), n, rule, algo); });
             } else {
                 fail("weights has dtype " + dtype_name(w) + ", expected float32 or float64");
             }
@@ -267,15 +324,19 @@ NB_MODULE(_native, m) {
             require<int64_t>(indptr, "indptr");
             if (!is<int32_t>(indices)) fail("indices has dtype " + dtype_name(indices) + ", expected int32");
             require<double>(w, "weights");
-            if (n < 0) fail("n must be >= 0");
+            if (n < 0 || n > 2147483647) fail("n must be in [0, 2**31 - 1], got " + std::to_string(n));
             if ((int64_t)indptr.shape(0) != n + 1) fail("indptr must have n + 1 entries");
             if (indices.shape(0) != w.shape(0)) fail("indices and weights must have one length");
             const auto rule = parse_rule(symmetrize);
             fastsae::Forest f;
             {
                 nb::gil_scoped_release release;
-                f = fastsae::msf_csr(n, (const int64_t*)indptr.data(), (const int32_t*)indices.data(),
-                                     (const double*)w.data(), (int64_t)w.shape(0), rule);
+                f = guarded("the spanning forest of " + std::to_string(n) + " nodes and " + std::to_string(w.shape(0)) +
+                                " entries",
+                            [&] {
+                                return fastsae::msf_csr(n, (const int64_t*)indptr.data(), (const int32_t*)indices.data(),
+                                                        (const double*)w.data(), (int64_t)w.shape(0), rule);
+                            });
             }
             return forest_tuple(std::move(f));
         },

@@ -279,3 +279,172 @@ def test_named_normalisation_functions_and_threshold(rng):
     np.testing.assert_array_equal(res.normalized("frequency", tau=0.1), t)
     with pytest.raises(ValueError, match="unknown normalisation"):
         normalize(res, "pmi")
+
+
+# ---------------------------------------------------------------------------------------------
+# Damaged results: Cooccurrence.load and merge check contents, not only shapes.
+
+
+def _valid_arrays(tmp_path, dense):
+    rng = np.random.default_rng(7)
+    idx, val = random_codes(rng, 12, 3, 9, value_dtype=np.float64)
+    res = fastsae.CooccurrenceAccumulator(9, dense=dense).update(idx, val).result()
+    path = tmp_path / f"valid_{dense}.npz"
+    res.save(path)
+    with np.load(path) as z:
+        return res, path, {k: z[k].copy() for k in z.files}
+
+
+def _sym_set(a, i, j, v):
+    a[i, j] = v
+    a[j, i] = v
+
+
+def _pair(z, cond):  # first stored off-diagonal entry (i < j) of a CSR file satisfying cond
+    rows = np.repeat(np.arange(len(z["indptr"]) - 1), np.diff(z["indptr"]))
+    for e in range(len(rows)):
+        if rows[e] < z["indices"][e] and cond(e):
+            mirror = np.flatnonzero((rows == z["indices"][e]) & (z["indices"] == rows[e]))[0]
+            return e, mirror
+    raise AssertionError("no such entry")
+
+
+DENSE_DAMAGE = {
+    "negative_count": (lambda z: _sym_set(z["counts"], 0, 1, -1), "negative count"),
+    "count_above_min_freq": (lambda z: _sym_set(z["counts"], 0, 1, min(z["freq"][0], z["freq"][1]) + 1), "exceed min"),
+    "diagonal_not_freq": (lambda z: z["counts"].__setitem__((2, 2), z["freq"][2] + 1), r"counts\[2, 2\] = \d+ differs from freq\[2\]"),
+    "counts_asymmetric": (lambda z: z["counts"].__setitem__((0, 1), max(z["counts"][0, 1] - 1, 0) if z["counts"][0, 1] else 1), "counts|act_sim"),
+    "nan_act_sim": (lambda z: _sym_set(z["act_sim"], 1, 2, np.nan), "NaN or infinite"),
+    "inf_act_sim": (lambda z: _sym_set(z["act_sim"], 1, 2, np.inf), "NaN or infinite"),
+    "negative_act_sim": (lambda z: _sym_set(z["act_sim"], 3, 3, -1.0), "act_sim holds a negative value at \\(3, 3\\)"),
+    "act_sim_asymmetric": (lambda z: z["act_sim"].__setitem__((0, 1), z["act_sim"][0, 1] * 1.5 + 1.0), "act_sim is not symmetric at \\(0, 1\\)|non-zero where counts are 0"),
+    "act_sim_without_counts": (lambda z: _sym_set(z["act_sim"], *np.argwhere(z["counts"] == 0)[0], 1.0), "non-zero where counts are 0"),
+    "freq_above_n_rows": (lambda z: (z["freq"].__setitem__(0, z["n_rows"] + 1), z["counts"].__setitem__((0, 0), z["n_rows"] + 1)), r"freq\[0\] = 13 is outside \[0, n_rows=12\]"),
+    "freq_negative": (lambda z: z["freq"].__setitem__(4, -1), r"freq\[4\] = -1 is outside"),
+    "n_rows_negative": (lambda z: z.__setitem__("n_rows", np.int64(-3)), "n_rows = -3 is negative"),
+    "float_counts": (lambda z: z.__setitem__("counts", z["counts"].astype(np.float64)), "counts has dtype float64"),
+    "int_act_sim": (lambda z: z.__setitem__("act_sim", z["act_sim"].astype(np.int64)), "act_sim has dtype int64"),
+    "missing_key": (lambda z: z.pop("act_sim"), r"missing keys \['act_sim'\]"),
+    "extra_key": (lambda z: z.__setitem__("extra", np.zeros(2)), r"unexpected keys \['extra'\]"),
+    "unknown_format": (lambda z: z.__setitem__("format", np.array("coo")), "unknown 'format'"),
+    "wrong_shape": (lambda z: z.__setitem__("counts", z["counts"][:, :8].copy()), r"counts has shape \(9, 8\)"),
+}
+
+SPARSE_DAMAGE = {
+    "negative_count": (lambda z: [z["counts"].__setitem__(e, -1) for e in _pair(z, lambda e: True)], "negative count"),
+    "count_above_min_freq": (lambda z: [z["counts"].__setitem__(e, 10**6) for e in _pair(z, lambda e: True)], "exceed min"),
+    "counts_asymmetric": (lambda z: z["counts"].__setitem__(_pair(z, lambda e: z["counts"][e] > 1)[0], 1), "counts is not symmetric"),
+    "nan_act_sim": (lambda z: z["act_sim"].__setitem__(3, np.nan), "NaN or infinite"),
+    "negative_act_sim": (lambda z: [z["act_sim"].__setitem__(e, -1.0) for e in _pair(z, lambda e: True)], "negative value"),
+    "act_sim_asymmetric": (lambda z: z["act_sim"].__setitem__(_pair(z, lambda e: True)[0], 1e6), "act_sim is not symmetric"),
+    "diagonal_not_freq": (lambda z: z["freq"].__setitem__(0, z["freq"][0] - 1), r"differs from freq\[0\]"),
+    "indptr_not_monotone": (lambda z: z["indptr"].__setitem__(2, z["indptr"][3] + 1), "counts.indptr is not non-decreasing"),
+    "indptr_past_end": (lambda z: z.__setitem__("indptr", np.concatenate([z["indptr"][:-1].astype(np.int64), [10**12]])), "counts.indptr ends at 1000000000000"),
+    "indices_out_of_range": (lambda z: z["indices"].__setitem__(0, 99), r"counts.indices\[0\] = 99 is outside \[0, 9\)"),
+    "float_indices": (lambda z: z.__setitem__("indices", z["indices"].astype(np.float64)), "indices has dtype float64"),
+    "data_length": (lambda z: z.__setitem__("act_sim", z["act_sim"][:-1].copy()), r"act_sim.data has shape"),
+    "missing_indptr": (lambda z: z.pop("indptr"), r"missing keys \['indptr'\]"),
+}
+
+
+def _damaged(tmp_path, dense, damage):
+    res, path, z = _valid_arrays(tmp_path, dense)
+    damage(z)
+    bad = tmp_path / "damaged.npz"
+    np.savez(bad, **z)
+    return res, bad, z
+
+
+@pytest.mark.parametrize("case", DENSE_DAMAGE.values(), ids=DENSE_DAMAGE.keys())
+def test_load_refuses_damaged_dense_file(tmp_path, case):
+    damage, match = case
+    _, bad, _ = _damaged(tmp_path, True, damage)
+    with pytest.raises(ValueError, match=match) as e:
+        Cooccurrence.load(bad)
+    assert str(bad) in str(e.value)
+
+
+@pytest.mark.parametrize("case", SPARSE_DAMAGE.values(), ids=SPARSE_DAMAGE.keys())
+def test_load_refuses_damaged_sparse_file(tmp_path, case):
+    damage, match = case
+    _, bad, _ = _damaged(tmp_path, False, damage)
+    with pytest.raises(ValueError, match=match) as e:
+        Cooccurrence.load(bad)
+    assert str(bad) in str(e.value)
+
+
+@pytest.mark.parametrize("dense", [True, False], ids=["dense", "sparse"])
+@pytest.mark.parametrize("name", ["negative_count", "count_above_min_freq", "nan_act_sim", "negative_act_sim",
+                                  "act_sim_asymmetric", "diagonal_not_freq", "counts_asymmetric"])
+def test_merge_refuses_damaged_results_and_changes_nothing(tmp_path, dense, name):
+    damage, match = (DENSE_DAMAGE if dense else SPARSE_DAMAGE)[name]
+    res, _, z = _damaged(tmp_path, dense, damage)
+    if dense:
+        damaged = Cooccurrence(counts=z["counts"], act_sim=z["act_sim"], freq=z["freq"], n_rows=int(z["n_rows"]))
+    else:
+        shape = (9, 9)
+        damaged = Cooccurrence(counts=sp.csr_matrix((z["counts"], z["indices"], z["indptr"]), shape=shape),
+                               act_sim=sp.csr_matrix((z["act_sim"], z["indices"], z["indptr"]), shape=shape),
+                               freq=z["freq"], n_rows=int(z["n_rows"]))
+    for into_dense in (True, False):
+        acc = fastsae.CooccurrenceAccumulator(9, dense=into_dense).merge(res)
+        with pytest.raises(ValueError, match="cannot merge: .*(" + match + ")"):
+            acc.merge(damaged)
+        after = acc.result()
+        counts = after.counts.toarray() if sp.issparse(after.counts) else after.counts
+        ref = res.counts.toarray() if sp.issparse(res.counts) else res.counts
+        np.testing.assert_array_equal(counts, ref)
+        assert after.n_rows == res.n_rows
+
+
+@pytest.mark.parametrize("dense", [True, False], ids=["dense", "sparse"])
+def test_truncated_and_bit_flipped_files(tmp_path, dense):
+    res, path, _ = _valid_arrays(tmp_path, dense)
+    blob = path.read_bytes()
+    bad = tmp_path / "cut.npz"
+    for cut in (0, 1, 30, 100, len(blob) // 3, len(blob) // 2, len(blob) - 200, len(blob) - 23, len(blob) - 1):
+        bad.write_bytes(blob[:cut])
+        with pytest.raises(ValueError, match="not a readable co-occurrence file") as e:
+            Cooccurrence.load(bad)
+        assert str(bad) in str(e.value)
+    ref_c = res.counts.toarray() if dense is False else res.counts
+    refused = 0
+    for pos in np.linspace(0, len(blob) - 1, 97).astype(int):
+        b = bytearray(blob)
+        b[pos] ^= 0x10
+        bad.write_bytes(bytes(b))
+        try:
+            got = Cooccurrence.load(bad)
+        except ValueError as e:
+            assert str(bad) in str(e)
+            refused += 1
+            continue
+        # Accepted only when nothing that matters changed (e.g. a zip timestamp byte).
+        gc = got.counts.toarray() if sp.issparse(got.counts) else got.counts
+        np.testing.assert_array_equal(gc, ref_c)
+        np.testing.assert_array_equal(got.freq, res.freq)
+        assert got.n_rows == res.n_rows
+    assert refused >= 80  # the data bytes are covered by the zip's CRC
+
+
+def test_a_valid_file_round_trips_and_passes_check(tmp_path):
+    for dense in (True, False):
+        res, path, _ = _valid_arrays(tmp_path, dense)
+        loaded = Cooccurrence.load(path).check()
+        a = loaded.counts.toarray() if sp.issparse(loaded.counts) else loaded.counts
+        b = res.counts.toarray() if sp.issparse(res.counts) else res.counts
+        np.testing.assert_array_equal(a, b)
+
+
+def test_flag_bit_flip_reads_as_encrypted_and_is_refused(tmp_path):
+    # Found by the fuzz: bit 0 of a member's general-purpose flags means "encrypted", and
+    # zipfile then raises RuntimeError; it must read as a damaged file like any other.
+    _, path, _ = _valid_arrays(tmp_path, False)
+    blob = bytearray(path.read_bytes())
+    cd = blob.rfind(b"PK\x01\x02")  # last central-directory entry
+    blob[cd + 8] |= 1
+    bad = tmp_path / "flag.npz"
+    bad.write_bytes(bytes(blob))
+    with pytest.raises(ValueError, match="not a readable co-occurrence file .*encrypted") as e:
+        Cooccurrence.load(bad)
+    assert str(bad) in str(e.value)

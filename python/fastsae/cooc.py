@@ -26,7 +26,8 @@ import scipy.sparse as sp
 
 from . import _native
 from .rundir import atomic_write
-from ._arrays import as_indices, as_values, check_codes_shape, check_n_latents, release_pages
+from ._arrays import as_indices, as_values, available_memory, check_codes_shape, check_n_latents, release_pages, sparse_csr
+from ._cooc_check import check_contents, check_structure, read_npz
 
 Matrix = Union[np.ndarray, sp.csr_matrix]
 
@@ -53,6 +54,22 @@ class Cooccurrence:
     """``[n]`` int64: rows where each latent is active."""
     n_rows: int
     """Number of rows (documents) accumulated, active or not."""
+
+    def __post_init__(self) -> None:
+        # Types, shapes and sparse structure (O(n + nnz)): a matrix whose indptr/indices were
+        # damaged is refused here, before any scipy routine or reader touches it. The value
+        # invariants are checked where results come from outside (load, merge).
+        check_structure(self.counts, self.act_sim, self.freq, self.n_rows)
+
+    def check(self) -> "Cooccurrence":
+        """Check every invariant of a true result (see :mod:`fastsae._cooc_check`); returns self.
+
+        Non-negative integer counts with ``C_ii = freq_i`` and ``C_ij <= min(freq_i, freq_j)``,
+        ``0 <= freq <= n_rows``, finite non-negative D that is 0 where C is, both symmetric.
+        ``ValueError`` names the first violation.
+        """
+        check_contents(self.counts, self.act_sim, self.freq, self.n_rows)
+        return self
 
     @property
     def n_latents(self) -> int:
@@ -90,30 +107,34 @@ class Cooccurrence:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Cooccurrence":
-        """Read a file written by :meth:`save` (no pickle is ever loaded)."""
+        """Read a file written by :meth:`save` (no pickle is ever loaded).
+
+        The file is checked whole: a truncated or bit-flipped file, missing or extra arrays,
+        wrong dtypes, a damaged sparse structure or a violated invariant (see :meth:`check`)
+        raise ``ValueError`` naming the file.
+        """
+        z = read_npz(path)
+        fmt, freq, n_rows = str(z["format"]), z["freq"], z["n_rows"]
+        n = freq.shape[0] if freq.ndim == 1 else -1
         try:
-            z = np.load(os.fspath(path), allow_pickle=False)
-        except (OSError, ValueError) as e:
-            raise ValueError(f"{path}: not a readable co-occurrence file ({e})") from e
-        with z:
-            try:
-                fmt = str(z["format"])
-                freq = z["freq"].astype(np.int64, copy=False)
-                n_rows = int(z["n_rows"])
-                n = freq.shape[0]
-                if fmt == "dense":
-                    counts, act_sim = z["counts"], z["act_sim"]
-                    if counts.shape != (n, n) or act_sim.shape != (n, n):
-                        raise ValueError("matrix shapes do not match freq")
-                else:
-                    shape = (n, n)
-                    indptr, indices = z["indptr"], z["indices"]
-                    counts = sp.csr_matrix((z["counts"], indices, indptr), shape=shape)
-                    act_sim = sp.csr_matrix((z["act_sim"], indices.copy(), indptr.copy()), shape=shape)
-                    counts.check_format(full_check=True)
-            except (KeyError, ValueError, IndexError) as e:
-                raise ValueError(f"{path}: corrupt co-occurrence file ({e})") from e
-        return cls(counts=counts, act_sim=act_sim, freq=freq, n_rows=n_rows)
+            if fmt == "dense":
+                counts, act_sim = z["counts"], z["act_sim"]
+            else:
+                # Raw structure first: scipy's constructor would trust indptr and indices.
+                counts, act_sim = (_csr_unchecked(z[key], z["indices"], z["indptr"], n) for key in ("counts", "act_sim"))
+            check_contents(counts, act_sim, freq, n_rows)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"{path}: corrupt co-occurrence file ({e})") from e
+        return cls(counts=counts, act_sim=act_sim, freq=freq.astype(np.int64, copy=False), n_rows=int(n_rows))
+
+
+def _csr_unchecked(data: np.ndarray, indices: np.ndarray, indptr: np.ndarray, n: int) -> sp.csr_matrix:
+    """A CSR shell around raw arrays, for check_sparse to inspect before anything trusts them."""
+    if n < 0:
+        raise ValueError("freq must be 1-dimensional")
+    m = sp.csr_matrix((n, n), dtype=data.dtype if data.dtype.kind in "iuf" else np.float64)
+    m.indptr, m.indices, m.data = indptr, indices, data
+    return m
 
 
 class CooccurrenceAccumulator:
@@ -171,6 +192,9 @@ class CooccurrenceAccumulator:
             raise TypeError(f"merge takes a CooccurrenceAccumulator or Cooccurrence, got {type(other).__name__}")
         if other.n_latents != self.n_latents:
             raise ValueError(f"cannot merge n_latents={other.n_latents} into n_latents={self.n_latents}")
+        # A result from outside (a file, another process, a user) is checked whole before any
+        # of it is added: a damaged one would otherwise be summed into the totals for good.
+        check_contents(other.counts, other.act_sim, other.freq, other.n_rows, "cannot merge: ")
         freq = np.ascontiguousarray(other.freq, dtype=np.int64)
         if other.dense:
             self._acc.add_dense_totals(
@@ -180,11 +204,13 @@ class CooccurrenceAccumulator:
                 int(other.n_rows),
             )
         else:
-            c = sp.triu(other.counts, format="coo")
-            s = sp.csr_matrix(other.act_sim)
-            sims = np.asarray(s[c.row, c.col]).ravel().astype(np.float64)
+            c = sparse_csr(other.counts, "counts")
+            s = sparse_csr(other.act_sim, "act_sim")
+            upper = sp.triu(c, format="coo")
+            sims = np.asarray(s[upper.row, upper.col]).ravel().astype(np.float64)
             self._acc.add_sparse_totals(
-                c.row.astype(np.int64), c.col.astype(np.int64), c.data.astype(np.int64), sims, freq, int(other.n_rows)
+                upper.row.astype(np.int64), upper.col.astype(np.int64), upper.data.astype(np.int64), sims, freq,
+                int(other.n_rows),
             )
         return self
 
@@ -213,14 +239,7 @@ class CooccurrenceAccumulator:
 
 
 def _available_memory() -> int | None:
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        return None
-    return None
+    return available_memory()
 
 
 def default_chunk_size(k: int) -> int:
@@ -294,10 +313,22 @@ def cooccurrence(
 
 def _entries(cooc: Cooccurrence):
     """(row ids, col ids, C data, D data) of the stored entries of a sparse result."""
-    c = cooc.counts.tocsr()
+    c = sparse_csr(cooc.counts, "counts")
     rows = np.repeat(np.arange(c.shape[0], dtype=np.int64), np.diff(c.indptr))
-    d = cooc.act_sim.tocsr()
-    return c, rows, c.indices.astype(np.int64), c.data.astype(np.float64), d.data.astype(np.float64)
+    cols = c.indices.astype(np.int64)
+    d = sparse_csr(cooc.act_sim, "act_sim")
+    if d.nnz == c.nnz and np.array_equal(d.indptr, c.indptr) and np.array_equal(d.indices, c.indices):
+        dd = d.data.astype(np.float64)
+    else:  # D stored on another structure (a result built by hand): read it at C's entries
+        dd = np.asarray(d[rows, cols]).ravel().astype(np.float64)
+    return c, rows, cols, c.data.astype(np.float64), dd
+
+
+def _check_result(cooc: Any) -> None:
+    """Type and structure of a result before a normalisation reads it (fields are mutable)."""
+    if not isinstance(cooc, Cooccurrence):
+        raise TypeError(f"expected a fastsae.Cooccurrence, got {type(cooc).__name__}")
+    check_structure(cooc.counts, cooc.act_sim, cooc.freq, cooc.n_rows)
 
 
 def _like(c: sp.csr_matrix, data: np.ndarray) -> sp.csr_matrix:
@@ -306,6 +337,7 @@ def _like(c: sp.csr_matrix, data: np.ndarray) -> sp.csr_matrix:
 
 def normalize_frequency(cooc: Cooccurrence) -> Matrix:
     """The paper's normalisation, row-wise: ``C_ij / (n_i + 1)`` (asymmetric)."""
+    _check_result(cooc)
     f = cooc.freq.astype(np.float64)
     if cooc.dense:
         return cooc.counts / (f[:, None] + 1.0)
@@ -315,6 +347,7 @@ def normalize_frequency(cooc: Cooccurrence) -> Matrix:
 
 def normalize_min(cooc: Cooccurrence) -> Matrix:
     """``C_ij / min(n_i, n_j)`` (0 where a latent never fires): P(larger | smaller fires)."""
+    _check_result(cooc)
     f = cooc.freq.astype(np.float64)
     if cooc.dense:
         den = np.minimum(f[:, None], f[None, :])
@@ -326,6 +359,7 @@ def normalize_min(cooc: Cooccurrence) -> Matrix:
 
 def jaccard(cooc: Cooccurrence) -> Matrix:
     """``C_ij / (n_i + n_j - C_ij)`` (0 where both latents never fire)."""
+    _check_result(cooc)
     f = cooc.freq.astype(np.float64)
     if cooc.dense:
         den = f[:, None] + f[None, :] - cooc.counts
@@ -354,6 +388,7 @@ def npmi(cooc: Cooccurrence) -> Matrix:
     co-occur, 1 when both fire in every row. Sparse results hold only observed pairs (absent
     pairs are -1 by definition; the stored structure is that of ``counts``).
     """
+    _check_result(cooc)
     if cooc.n_rows <= 0:
         raise ValueError("npmi needs at least one row")
     f = cooc.freq.astype(np.float64)
@@ -365,6 +400,7 @@ def npmi(cooc: Cooccurrence) -> Matrix:
 
 def act_sim_cosine(cooc: Cooccurrence) -> Matrix:
     """D as a cosine: ``D_ij / sqrt(D_ii D_jj)`` (0 where a latent never fires)."""
+    _check_result(cooc)
     if cooc.dense:
         d = np.sqrt(np.diag(cooc.act_sim).astype(np.float64))
         den = d[:, None] * d[None, :]
@@ -399,7 +435,7 @@ def threshold(matrix: Matrix, tau: float) -> Matrix:
     if not np.isfinite(tau):
         raise ValueError(f"tau must be finite, got {tau}")
     if sp.issparse(matrix):
-        m = sp.csr_matrix(matrix, dtype=np.float64, copy=True)
+        m = sparse_csr(matrix, "matrix", dtype=np.float64).copy()
         m.data[m.data < tau] = 0.0
         m.eliminate_zeros()
         return m

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from ._arrays import check_n_latents
 from .cooc import Cooccurrence, CooccurrenceAccumulator, cooccurrence
 
 #: Elements per all-reduce call: bounds the device copy NCCL needs (256 MB of float64).
@@ -94,6 +95,11 @@ def distributed_cooccurrence(
     group from ``torchrun``'s environment when needed (NCCL when CUDA is available, gloo
     otherwise); without a distributed launch it is plain :func:`cooccurrence`.
     """
+    check_n_latents(n_latents)
+    for arr, name in ((indices, "indices"), (values, "values")):
+        if not hasattr(arr, "shape") or len(arr.shape) != 2:
+            raise ValueError(f"{name} must be a 2-dimensional [N, k] array, got {type(arr).__name__} "
+                             f"of shape {getattr(arr, 'shape', None)}")
     dist = _init_if_launched()
     if dist is None or dist.get_world_size(group) == 1:
         return cooccurrence(indices, values, n_latents, chunk_size=chunk_size, dense=dense)

@@ -20,7 +20,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from . import _native
-from ._arrays import to_numpy
+from ._arrays import check_allocation, check_sparse, sparse_coo, sparse_csr, to_numpy
 
 
 class SpanningForest(NamedTuple):
@@ -41,32 +41,18 @@ def maximum_spanning_forest(
     converted to float64) or any scipy sparse matrix (zero / absent = no edge; duplicate
     entries are summed as scipy does). Returns a :class:`SpanningForest`; ``m = n - #components``.
     ``algorithm``: ``"auto"`` (Kruskal), ``"kruskal"``, or ``"prim"`` (dense input only).
-    NaN or infinite weights raise ``ValueError``.
+    NaN or infinite weights raise ``ValueError``. A sparse matrix's structure (``indptr``,
+    ``indices``, coordinates) is validated before anything reads it; its order may exceed
+    memory or int32 (e.g. ``(2**40, 2**40)`` in COO) as long as its entries fit.
     """
     if symmetrize not in ("max", "min", "mean"):
         raise ValueError(f"symmetrize must be 'max', 'min' or 'mean', got {symmetrize!r}")
     if algorithm not in ("auto", "kruskal", "prim"):
         raise ValueError(f"algorithm must be 'auto', 'kruskal' or 'prim', got {algorithm!r}")
     if sp.issparse(weights):
-        if weights.ndim != 2 or weights.shape[0] != weights.shape[1]:
-            raise ValueError(f"weights must be square, got shape {weights.shape}")
         if algorithm == "prim":
             raise ValueError("algorithm='prim' needs a dense matrix; sparse input uses Kruskal")
-        w = sp.csr_matrix(weights)  # no copy when already CSR
-        if w.dtype.kind not in "fiub":
-            raise TypeError(f"weights must be real numbers, got dtype {w.dtype}")
-        if not w.has_canonical_format:  # duplicates are summed, as scipy does everywhere
-            w = w.copy()
-            w.sum_duplicates()
-        n = int(w.shape[0])
-        edges, ew = _native.msf_csr(
-            n,
-            np.ascontiguousarray(w.indptr, dtype=np.int64),
-            np.ascontiguousarray(w.indices, dtype=np.int32),
-            np.ascontiguousarray(w.data, dtype=np.float64),
-            symmetrize,
-        )
-        return SpanningForest(edges, ew)
+        return _sparse_forest(weights, symmetrize)
     w = to_numpy(weights, "weights")
     if w.ndim != 2 or w.shape[0] != w.shape[1]:
         raise ValueError(f"weights must be a square [n, n] matrix, got shape {w.shape}")
@@ -78,3 +64,57 @@ def maximum_spanning_forest(
         raise TypeError(f"weights must be real numbers, got dtype {w.dtype}")
     edges, ew = _native.msf_dense(np.ascontiguousarray(w), symmetrize, algorithm)
     return SpanningForest(edges, ew)
+
+
+#: Bytes of native working memory per stored entry (edge lists, pairing) and per node (forest).
+_BYTES_PER_ENTRY = 48
+_BYTES_PER_NODE = 16
+
+
+def _sparse_forest(weights: Any, symmetrize: str) -> SpanningForest:
+    # The structure is checked on the raw attributes before scipy or the native core read it.
+    fmt = check_sparse(weights, "weights", square=True)
+    n = int(weights.shape[0])
+    nnz = int(weights.nnz) if fmt in ("csr", "csc", "coo") else None
+    if fmt == "csr" and n < 2**31 and n <= 4 * nnz + (1 << 20):
+        # The usual case: a CSR over about as many nodes as entries goes in as it is.
+        w = sparse_csr(weights, "weights", square=True)
+        _check_finite(w.data, lambda p: (int(np.searchsorted(w.indptr, p, side="right")) - 1, int(w.indices[p])))
+        check_allocation(_BYTES_PER_ENTRY * w.nnz + _BYTES_PER_NODE * n, f"a spanning forest of {w.nnz} entries")
+        edges, ew = _native.msf_csr(
+            n,
+            np.ascontiguousarray(w.indptr, dtype=np.int64),
+            np.ascontiguousarray(w.indices, dtype=np.int32),
+            np.ascontiguousarray(w.data, dtype=np.float64),
+            symmetrize,
+        )
+        return SpanningForest(edges, ew)
+    # Few entries over many nodes (n may exceed int32 or memory): nodes no entry touches are
+    # isolated and never in a forest, so the touched ones are renumbered 0..m-1. The
+    # renumbering is monotone, so the total edge order, hence the forest, is unchanged.
+    row, col, data, _ = sparse_coo(weights, "weights", square=True)
+    _check_finite(data, lambda p: (int(row[p]), int(col[p])))
+    k = row.shape[0]
+    check_allocation(_BYTES_PER_ENTRY * k, f"a spanning forest of {k} entries")
+    nodes, inv = np.unique(np.concatenate([row, col]), return_inverse=True)
+    m = int(nodes.shape[0])
+    if m >= 2**31:
+        raise ValueError(f"weights connect {m} distinct nodes; at most 2**31 - 1 are supported")
+    w = sp.csr_matrix((data.astype(np.float64), (inv[:k], inv[k:])), shape=(m, m))
+    w.sum_duplicates()  # duplicates are summed, as scipy does everywhere
+    edges, ew = _native.msf_csr(
+        m,
+        w.indptr.astype(np.int64),
+        w.indices.astype(np.int32),
+        np.ascontiguousarray(w.data, dtype=np.float64),
+        symmetrize,
+    )
+    return SpanningForest(nodes[edges].astype(np.int64).reshape(-1, 2), ew)
+
+
+def _check_finite(data: np.ndarray, where) -> None:
+    if data.dtype.kind == "f":
+        bad = ~np.isfinite(data)
+        if bad.any():
+            i, j = where(int(np.argmax(bad)))
+            raise ValueError(f"weights hold a NaN or infinite value at ({i}, {j})")

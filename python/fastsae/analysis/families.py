@@ -59,6 +59,7 @@ import scipy.sparse as sp
 
 from ..cooc import Cooccurrence, normalize_frequency, threshold
 from ..graph import maximum_spanning_forest
+from .._cooc_check import check_structure
 
 
 @dataclass
@@ -142,6 +143,9 @@ def _thresholded_frequency_normalised(cooc: Cooccurrence, tau: float) -> sp.csr_
 def _check(cooc: Cooccurrence, features) -> np.ndarray:
     if not isinstance(cooc, Cooccurrence):
         raise TypeError("cooc must be a fastsae.Cooccurrence (from fastsae.cooccurrence)")
+    # Fields are mutable: the structure (sparse indptr/indices above all) is checked again
+    # before any scipy routine below reads it.
+    check_structure(cooc.counts, cooc.act_sim, cooc.freq, cooc.n_rows)
     n = cooc.n_latents
     keep = np.ones(n, dtype=bool)
     if features is not None:

@@ -34,7 +34,7 @@ import scipy.stats
 from scipy.sparse.csgraph import connected_components, reverse_cuthill_mckee
 from scipy.sparse.linalg import lobpcg
 
-from .._arrays import to_numpy
+from .._arrays import sparse_coo, sparse_csr, to_numpy
 
 __all__ = [
     "DEFAULT_BLOCK_SIZE",
@@ -316,7 +316,7 @@ def _check_threshold(threshold: Any) -> float:
 def _as_graph(adjacency: Any) -> sp.csr_matrix:
     """Symmetric non-negative CSR with empty diagonal: ``max(|A|, |A|^T)``."""
     if sp.issparse(adjacency):
-        a = sp.csr_matrix(adjacency, dtype=np.float64)
+        a = sparse_csr(adjacency, "adjacency", square=True, dtype=np.float64)
     else:
         arr = to_numpy(adjacency, "adjacency")
         if arr.dtype.kind not in "fiub":
@@ -341,14 +341,23 @@ def _as_graph(adjacency: Any) -> sp.csr_matrix:
 def bandwidth(adjacency: Any, order: Any = None) -> int:
     """``max |pos[i] - pos[j]|`` over edges (i, j), where ``pos`` is the position of each latent
     under ``order`` (identity when ``None``); 0 for a graph without edges."""
-    a = sp.coo_matrix(adjacency) if sp.issparse(adjacency) else sp.coo_matrix(np.asarray(adjacency))
-    n = a.shape[0]
-    mask = a.data != 0
-    r, c = a.row[mask], a.col[mask]
+    if sp.issparse(adjacency):
+        row, col, data, shape = sparse_coo(adjacency, "adjacency", square=True)
+    else:
+        arr = to_numpy(adjacency, "adjacency")
+        if arr.dtype.kind not in "fiub":
+            raise TypeError(f"adjacency must hold real numbers, got dtype {arr.dtype}")
+        if arr.ndim != 2 or arr.shape[0] != arr.shape[1]:
+            raise ValueError(f"adjacency must be a square 2-dimensional matrix, got shape {tuple(arr.shape)}")
+        row, col = np.nonzero(arr)
+        data, shape = arr[row, col], arr.shape
+    n = shape[0]
+    mask = data != 0
+    r, c = row[mask], col[mask]
     if r.size == 0:
         return 0
-    if order is None:
-        pos = np.arange(n)
+    if order is None:  # identity: no n-sized array (n may be far larger than the entries)
+        return int(np.abs(r - c).max())
     else:
         order = _check_order(order, n)
         pos = np.empty(n, dtype=np.int64)
