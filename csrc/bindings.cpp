@@ -14,6 +14,7 @@
 #include <string>
 
 #include "cooc.hpp"
+#include "cooc_check.hpp"
 #include "msf.hpp"
 
 namespace nb = nanobind;
@@ -289,6 +290,40 @@ NB_MODULE(_native, m) {
             return nb::make_tuple(to_numpy(std::move(r.indptr), {np1}), to_numpy(std::move(r.indices), {nnz}),
                                   to_numpy(std::move(r.counts), {nnz}), to_numpy(std::move(r.sims), {nnz}));
         });
+
+    m.def(
+        "check_dense_cooc",
+        [](AnyArray counts, AnyArray sims, AnyArray freq, double sym_rtol) {
+            check_array(counts, "counts", 2);
+            check_array(sims, "act_sim", 2);
+            check_array(freq, "freq", 1);
+            require<int64_t>(counts, "counts");
+            require<double>(sims, "act_sim");
+            require<int64_t>(freq, "freq");
+            const int64_t n = static_cast<int64_t>(freq.shape(0));
+            if ((int64_t)counts.shape(0) != n || (int64_t)counts.shape(1) != n || (int64_t)sims.shape(0) != n ||
+                (int64_t)sims.shape(1) != n)
+                fail("counts and act_sim must be [n, n] with n=" + std::to_string(n) + " (the length of freq)");
+            if (!(sym_rtol >= 0)) fail("sym_rtol must be >= 0");
+            fastsae::DenseCheckResult r;
+            {
+                nb::gil_scoped_release release;
+                r = guarded("the content check of a dense " + std::to_string(n) + " x " + std::to_string(n) +
+                                " co-occurrence result",
+                            [&] {
+                                return fastsae::check_dense_result((const int64_t*)counts.data(),
+                                                                   (const double*)sims.data(),
+                                                                   (const int64_t*)freq.data(), n, sym_rtol);
+                            });
+            }
+            static const char* names[] = {"ok",           "diagonal_not_freq", "negative_count",
+                                          "count_above_min_freq", "counts_asymmetric", "act_sim_not_finite",
+                                          "act_sim_negative", "act_sim_without_count", "act_sim_asymmetric"};
+            return nb::make_tuple(std::string(names[(int)r.kind]), r.i, r.j);
+        },
+        "counts"_a.noconvert(), "act_sim"_a.noconvert(), "freq"_a.noconvert(), "sym_rtol"_a,
+        "First violated invariant of a dense result (C int64, D float64 [n, n], freq int64 [n], all "
+        "C-contiguous) -> (kind, i, j); ('ok', -1, -1) when every invariant holds.");
 
     m.def(
         "msf_dense",

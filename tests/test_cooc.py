@@ -12,6 +12,8 @@ import torch
 import fastsae
 from fastsae.cooc import Cooccurrence, act_sim_cosine, jaccard, normalize, normalize_frequency, normalize_min, npmi
 
+from fastsae import _cooc_check
+
 from conftest import random_codes, run_python, scipy_reference
 
 SHAPES = {
@@ -355,13 +357,40 @@ def _damaged(tmp_path, dense, damage):
     return res, bad, z
 
 
+def _use_dense_check(monkeypatch, path):
+    """Runs the dense content check on the native pass or on the numpy one; on the native
+    side the numpy pass is made to fail, so a silent fallback cannot pass for native."""
+    if path == "numpy":
+        monkeypatch.setattr(_cooc_check, "_USE_NATIVE", False)
+    else:
+        def no_numpy(*args):
+            raise AssertionError("the numpy dense check ran where the native one should")
+        monkeypatch.setattr(_cooc_check, "_first_dense_violation_numpy", no_numpy)
+
+
+@pytest.fixture(params=["native", "numpy"])
+def dense_check_path(request, monkeypatch):
+    _use_dense_check(monkeypatch, request.param)
+    return request.param
+
+
+def _load_error(path):
+    with pytest.raises(ValueError) as e:
+        Cooccurrence.load(path)
+    return str(e.value)
+
+
 @pytest.mark.parametrize("case", DENSE_DAMAGE.values(), ids=DENSE_DAMAGE.keys())
-def test_load_refuses_damaged_dense_file(tmp_path, case):
+def test_load_refuses_damaged_dense_file(tmp_path, case, dense_check_path, monkeypatch):
     damage, match = case
     _, bad, _ = _damaged(tmp_path, True, damage)
     with pytest.raises(ValueError, match=match) as e:
         Cooccurrence.load(bad)
     assert str(bad) in str(e.value)
+    # The other path gives the very same message.
+    monkeypatch.undo()
+    monkeypatch.setattr(_cooc_check, "_USE_NATIVE", dense_check_path == "numpy")
+    assert _load_error(bad) == str(e.value)
 
 
 @pytest.mark.parametrize("case", SPARSE_DAMAGE.values(), ids=SPARSE_DAMAGE.keys())
@@ -373,10 +402,13 @@ def test_load_refuses_damaged_sparse_file(tmp_path, case):
     assert str(bad) in str(e.value)
 
 
-@pytest.mark.parametrize("dense", [True, False], ids=["dense", "sparse"])
+@pytest.mark.parametrize("dense,check_path", [(True, "native"), (True, "numpy"), (False, "sparse")],
+                         ids=["dense-native", "dense-numpy", "sparse"])
 @pytest.mark.parametrize("name", ["negative_count", "count_above_min_freq", "nan_act_sim", "negative_act_sim",
                                   "act_sim_asymmetric", "diagonal_not_freq", "counts_asymmetric"])
-def test_merge_refuses_damaged_results_and_changes_nothing(tmp_path, dense, name):
+def test_merge_refuses_damaged_results_and_changes_nothing(tmp_path, dense, check_path, name, monkeypatch):
+    if dense:
+        _use_dense_check(monkeypatch, check_path)
     damage, match = (DENSE_DAMAGE if dense else SPARSE_DAMAGE)[name]
     res, _, z = _damaged(tmp_path, dense, damage)
     if dense:
@@ -448,3 +480,92 @@ def test_flag_bit_flip_reads_as_encrypted_and_is_refused(tmp_path):
     with pytest.raises(ValueError, match="not a readable co-occurrence file .*encrypted") as e:
         Cooccurrence.load(bad)
     assert str(bad) in str(e.value)
+
+
+def _first_violation_brute_force(C, D, f):
+    """The definition, on whole matrices: diagonal first, then the smallest (i, j), then kind."""
+    diag = np.flatnonzero(np.diagonal(C) != f)
+    if diag.size:
+        return "diagonal_not_freq", int(diag[0]), int(diag[0])
+    Df = D.astype(np.float64)
+    with np.errstate(invalid="ignore"):
+        masks = [C < 0, C > np.minimum.outer(f, f), C != C.T, ~np.isfinite(Df), Df < 0, (C == 0) & (Df != 0),
+                 np.abs(Df - Df.T) > _cooc_check._SYM_RTOL * np.maximum(np.abs(Df), np.abs(Df.T))]
+    hits = [(int(i), int(j), k) for k, m in enumerate(masks) for i, j in np.argwhere(m)]
+    if not hits:
+        return None
+    i, j, k = min(hits)
+    return _cooc_check._DENSE_KINDS[k], i, j
+
+
+def _corrupt(rng, C, D, f):
+    """One to three random damages of random kinds (some one-sided, some on both triangles)."""
+    n = f.shape[0]
+    for _ in range(rng.integers(1, 4)):
+        i, j = (int(x) for x in rng.integers(0, n, 2))
+        kind = rng.integers(0, 9)
+        sym = bool(rng.integers(0, 2))
+        def put(M, v):
+            M[i, j] = v
+            if sym:
+                M[j, i] = v
+        if kind == 0:
+            put(C, -int(rng.integers(1, 5)))
+        elif kind == 1:
+            put(C, min(f[i], f[j]) + int(rng.integers(1, 3)))
+        elif kind == 2:
+            C[i, j] += int(rng.choice([-1, 1]))
+        elif kind == 3:
+            put(D, rng.choice([np.nan, np.inf, -np.inf]))
+        elif kind == 4:
+            put(D, -float(rng.uniform(1e-12, 2.0)))
+        elif kind == 5:
+            zi, zj = np.nonzero(C == 0) if (C == 0).any() else (np.array([i]), np.array([j]))
+            p = rng.integers(0, zi.size)
+            i, j = int(zi[p]), int(zj[p])
+            put(D, float(rng.uniform(0.1, 2.0)))
+        elif kind == 6:  # just above / just below the symmetry tolerance
+            D[i, j] = D[j, i] * (1 + _cooc_check._SYM_RTOL * rng.choice([0.5, 3.0])) + (0.0 if D[j, i] else 1e-300)
+        elif kind == 7:
+            C[i, i] += 1
+        else:
+            f[i] += int(rng.choice([-1, 1]))
+
+
+def test_native_and_numpy_dense_checks_find_the_same_first_violation(monkeypatch):
+    rng = np.random.default_rng(2024)
+    monkeypatch.setattr(_cooc_check, "_BLOCK", 16)  # several numpy tiles per matrix
+    threads = torch.get_num_threads()
+    seen = set()
+    try:
+        for trial in range(300):
+            n = int(rng.choice([1, 2, 5, 17, 63, 64, 65, 130, 200]))
+            idx, val = random_codes(rng, int(rng.integers(1, 60)), int(rng.integers(1, 6)), n, value_dtype=np.float64)
+            res = fastsae.CooccurrenceAccumulator(n, dense=True).update(idx, val).result()
+            C, D, f = res.counts.copy(), res.act_sim.copy(), res.freq.copy()
+            if trial % 10:  # every tenth stays valid
+                _corrupt(rng, C, D, f)
+            want = _first_violation_brute_force(C, D, f)
+            got = {}
+            for path in ("native", "numpy"):
+                with monkeypatch.context() as m:
+                    _use_dense_check(m, path)
+                    got[path] = _cooc_check._first_dense_violation(C, D, f)
+            # Other dtypes and layouts take the numpy path (even when native is allowed) and agree.
+            with monkeypatch.context() as m:
+                _use_dense_check(m, "numpy")
+                m.setattr(_cooc_check, "_USE_NATIVE", True)
+                got["other"] = _cooc_check._first_dense_violation(np.asfortranarray(C.astype(np.int32)),
+                                                                  np.asfortranarray(D), f)
+            # The native pass's min-reduction over threads (fastsae's OpenMP runtime is torch's).
+            torch.set_num_threads(3)
+            assert fastsae._native.max_threads() == 3
+            got["native-3"] = _cooc_check._first_dense_violation(C, D, f)
+            torch.set_num_threads(threads)
+            assert got == {"native": want, "numpy": want, "other": want,
+                           "native-3": want}, (trial, n)
+            seen.add(None if want is None else want[0])
+    finally:
+        torch.set_num_threads(threads)
+    # The trials covered every kind of violation and the valid case.
+    assert seen == {None, "diagonal_not_freq", *_cooc_check._DENSE_KINDS}, seen

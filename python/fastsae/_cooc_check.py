@@ -10,8 +10,9 @@ Two levels:
   ``D_ij = 0`` where ``C_ij = 0``, ``0 <= freq <= n_rows``): run on what comes from outside
   (a loaded file, a merged result), so a damaged one is refused instead of silently summed.
 
-Dense checks walk row blocks (bounded temporaries, the transpose read block by block); each is
-one vectorised numpy pass over the n x n matrices.
+Dense checks of int64 C / float64 D run in the native core (one tiled pass, the transpose read
+tile by tile, OpenMP); other dtypes and layouts take an equivalent numpy pass over square tiles
+(bounded temporaries). Both report the same first violation.
 """
 
 from __future__ import annotations
@@ -24,9 +25,10 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
+from . import _native
 from ._arrays import check_sparse, sparse_csr
 
-#: Rows per block of the dense checks: 1024 x 9216 x 8 bytes = 75 MB per temporary.
+#: Tile side of the numpy dense check: 1024 x 1024 x 8 bytes = 8 MB per temporary.
 _BLOCK = 1024
 #: D is summed in different orders on the two sides of the diagonal only after a multi-rank
 #: all-reduce; exact symmetry holds everywhere else. Relative tolerance for that case.
@@ -88,33 +90,78 @@ def check_contents(counts: Any, act_sim: Any, freq: np.ndarray, n_rows: Any, whe
         _check_dense_contents(counts, act_sim, f, where)
 
 
+# Dense checks report the first violation in row-major order (smallest (i, j); at one position,
+# the first kind listed here), after the diagonal. Both paths below give the same answer.
+_DENSE_MESSAGES = {
+    "negative_count": "counts hold a negative count",
+    "count_above_min_freq": "counts exceed min(freq_i, freq_j)",
+    "counts_asymmetric": "counts are not symmetric",
+    "act_sim_not_finite": "act_sim holds a NaN or infinite value",
+    "act_sim_negative": "act_sim holds a negative value",
+    "act_sim_without_count": "act_sim is non-zero where counts are 0",
+    "act_sim_asymmetric": "act_sim is not symmetric",
+}
+_DENSE_KINDS = tuple(_DENSE_MESSAGES)
+#: The native pass (csrc/cooc_check.cpp) runs when C is C-contiguous int64 and D C-contiguous
+#: float64, the layout of every loaded or accumulated result. Tests set this to False to run
+#: the numpy path on the same inputs.
+_USE_NATIVE = True
+
+
 def _check_dense_contents(C: np.ndarray, D: np.ndarray, f: np.ndarray, where: str) -> None:
+    found = _first_dense_violation(C, D, f)
+    if found is None:
+        return
+    kind, i, j = found
+    if kind == "diagonal_not_freq":
+        _fail(where, f"counts[{i}, {i}] = {C[i, i]} differs from freq[{i}] = {f[i]}")
+    _fail(where, f"{_DENSE_MESSAGES[kind]} at ({i}, {j})")
+
+
+def _first_dense_violation(C: np.ndarray, D: np.ndarray, f: np.ndarray) -> tuple[str, int, int] | None:
+    """(kind, i, j) of the first violated invariant, or None."""
+    if (_USE_NATIVE and C.dtype == np.int64 and D.dtype == np.float64 and C.flags.c_contiguous
+            and D.flags.c_contiguous and C.shape == D.shape == (f.shape[0], f.shape[0])):
+        kind, i, j = _native.check_dense_cooc(C, D, np.ascontiguousarray(f, dtype=np.int64), _SYM_RTOL)
+        return None if kind == "ok" else (kind, int(i), int(j))
+    return _first_dense_violation_numpy(C, D, f)
+
+
+def _first_dense_violation_numpy(C: np.ndarray, D: np.ndarray, f: np.ndarray) -> tuple[str, int, int] | None:
     n = f.shape[0]
-    diag = np.diagonal(C)
-    bad = np.flatnonzero(diag != f)
+    bad = np.flatnonzero(np.diagonal(C) != f)
     if bad.size:
-        i = int(bad[0])
-        _fail(where, f"counts[{i}, {i}] = {diag[i]} differs from freq[{i}] = {f[i]}")
+        return "diagonal_not_freq", int(bad[0]), int(bad[0])
+    # Square tiles: the mirror tile C[c:e, a:b] is read as _BLOCK contiguous row segments
+    # (a column slice C[:, a:b] over all n rows was most of the cost). A row block's candidates
+    # are all gathered before comparing, since a later tile may hold an earlier row.
     for a in range(0, n, _BLOCK):
         b = min(n, a + _BLOCK)
-        c, d = C[a:b], D[a:b]
-        checks = (
-            (c < 0, "counts hold a negative count"),
-            (c > np.minimum(f[a:b, None], f[None, :]), "counts exceed min(freq_i, freq_j)"),
-            (c != C[:, a:b].T, "counts are not symmetric"),
-            (~np.isfinite(d), "act_sim holds a NaN or infinite value"),
-            (d < 0, "act_sim holds a negative value"),
-            ((c == 0) & (d != 0), "act_sim is non-zero where counts are 0"),
-        )
-        for mask, msg in checks:
-            if mask.any():
-                r, col = np.unravel_index(int(np.argmax(mask)), mask.shape)
-                _fail(where, f"{msg} at ({a + r}, {col})")
-        dt = D[:, a:b].T
-        asym = np.abs(d - dt) > _SYM_RTOL * np.maximum(np.abs(d), np.abs(dt))
-        if asym.any():
-            r, col = np.unravel_index(int(np.argmax(asym)), asym.shape)
-            _fail(where, f"act_sim is not symmetric at ({a + r}, {col})")
+        found: list[tuple[int, int, int]] = []  # (i, j, kind index)
+        for c0 in range(0, n, _BLOCK):
+            c1 = min(n, c0 + _BLOCK)
+            c, d = C[a:b, c0:c1], D[a:b, c0:c1]
+            ct, dt = C[c0:c1, a:b].T, D[c0:c1, a:b].T
+            if d.dtype.kind != "f":  # compare as the native pass does (no unsigned wrap-around)
+                d, dt = d.astype(np.float64), dt.astype(np.float64)
+            with np.errstate(invalid="ignore", over="ignore"):
+                masks = (
+                    c < 0,
+                    c > np.minimum(f[a:b, None], f[None, c0:c1]),
+                    c != ct,
+                    ~np.isfinite(d),
+                    d < 0,
+                    (c == 0) & (d != 0),
+                    np.abs(d - dt) > _SYM_RTOL * np.maximum(np.abs(d), np.abs(dt)),
+                )
+            for k, mask in enumerate(masks):
+                if mask.any():
+                    r, col = np.unravel_index(int(np.argmax(mask)), mask.shape)
+                    found.append((a + int(r), c0 + int(col), k))
+        if found:
+            i, j, k = min(found)
+            return _DENSE_KINDS[k], i, j
+    return None
 
 
 def _check_sparse_contents(C: sp.csr_matrix, D: sp.csr_matrix, f: np.ndarray, where: str) -> None:
