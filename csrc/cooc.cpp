@@ -321,13 +321,15 @@ CoocAccumulator::CoocAccumulator(int64_t n_latents, bool dense) : n_(n_latents),
     if (n_latents <= 0) throw std::invalid_argument("n_latents must be positive, got " + std::to_string(n_latents));
     if (n_latents > std::numeric_limits<int32_t>::max())
         throw std::invalid_argument("n_latents must be < 2^31");
-    freq_.assign(static_cast<size_t>(n_), 0);
+    // The [n, n] buffers first: they refuse an impossible n at once, before the [n] vectors
+    // below are allocated and zeroed (at n = 2^31 that alone would touch 16 GiB).
     if (dense_) {
         buf_ = std::make_shared<DenseBuffers>(n_);
         mirrored_ = true;  // all zeros is symmetric
     } else {
         rows_.resize(static_cast<size_t>(n_));
     }
+    freq_.assign(static_cast<size_t>(n_), 0);
 }
 
 void CoocAccumulator::ensure_unique_dense() {

@@ -562,3 +562,18 @@ def test_native_errors_are_never_bare_cxx_messages():
         _native.CoocAccumulator(2**31 - 1, True)
     with pytest.raises(ValueError, match=r"n must be in \[0, 2\*\*31 - 1\]"):
         _native.msf_csr(2**62, np.zeros(3, np.int64), np.zeros(0, np.int32), np.zeros(0), "max")
+
+
+@pytest.mark.parametrize("dense", [True, False], ids=["dense", "sparse"])
+def test_accumulator_refuses_tables_the_machine_cannot_hold(monkeypatch, dense):
+    """The native accumulator zeroes its tables, so an allocation beyond the machine's memory
+    would be killed by the OOM killer instead of failing: the wrapper checks first."""
+    import fastsae.cooc as cooc_module
+
+    monkeypatch.setattr(cooc_module, "_available_memory", lambda: 2**30)  # 1 GiB free
+    n = 2**13 + 1 if dense else 2**24  # dense: 16 n^2 just above 1 GiB; sparse: 88 n = 1.4 GiB
+    kind = "dense" if dense else "sparse"
+    with pytest.raises(MemoryError, match=rf"{kind} co-occurrence for n_latents={n} needs 1\.\d GiB"):
+        fastsae.CooccurrenceAccumulator(n, dense=dense)
+    small = 2**12 if dense else 2**20  # well within 1 GiB: built
+    assert fastsae.CooccurrenceAccumulator(small, dense=dense).n_latents == small

@@ -152,14 +152,21 @@ class CooccurrenceAccumulator:
 
     def __init__(self, n_latents: int, *, dense: bool = True):
         n = check_n_latents(n_latents)
+        # The native accumulator zeroes what it allocates, so an allocation the machine cannot
+        # back would be killed by the OOM killer rather than fail: check before.
+        avail = _available_memory()
         if dense:
-            need = 16 * n * n
-            avail = _available_memory()
+            need = 16 * n * n + 8 * n
             if avail is not None and need > avail:
                 raise MemoryError(
                     f"dense co-occurrence for n_latents={n} needs {need / 2**30:.1f} GiB but about "
                     f"{avail / 2**30:.1f} GiB is available; use dense=False for observed pairs only"
                 )
+        else:
+            need = 88 * n  # per latent: its count (8 bytes) and an empty row of pairs (3 vectors + flag)
+            if avail is not None and need > avail:
+                raise MemoryError(f"sparse co-occurrence for n_latents={n} needs {need / 2**30:.1f} GiB for its "
+                                  f"per-latent tables before any pair, but about {avail / 2**30:.1f} GiB is available")
         self._acc = _native.CoocAccumulator(n, bool(dense))
 
     @property
