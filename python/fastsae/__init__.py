@@ -35,7 +35,7 @@ from .feature_search import SearchResult, search
 from .corpus import DemoCorpus, demo_corpus, load_taxonomy, topic_feature_recovery
 from .embed import Embedder, EmbeddingError, embed_texts, get_embedder, load_embedder, read_texts
 
-__version__ = "0.1.0"
+from ._version import __version__  # noqa: E402
 
 __all__ = [
     "FeatureResult",

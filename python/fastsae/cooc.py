@@ -25,7 +25,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from . import _native
-from .rundir import atomic_write
+from .io import atomic_write
 from ._arrays import as_indices, as_values, available_memory, check_codes_shape, check_n_latents, release_pages, sparse_csr
 from ._cooc_check import check_contents, check_structure, read_npz
 

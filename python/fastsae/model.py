@@ -36,7 +36,7 @@ from torch import nn
 
 from . import ops
 from .ops import SparseCode
-from .rundir import atomic_write as _atomic_write  # noqa: F401 (also used by trainer, sweeps)
+from .io import atomic_write as _atomic_write  # noqa: F401 (also used by trainer, sweeps)
 
 FORMAT_VERSION = 1
 

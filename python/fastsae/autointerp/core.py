@@ -32,7 +32,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from ..rundir import append_jsonl, atomic_write_bytes, atomic_write_json, atomic_write_text, read_jsonl
+from ..io import append_jsonl, atomic_write_bytes, atomic_write_json, atomic_write_text, read_jsonl
 from .client import (
     PRICES_DATE,
     Accounting,

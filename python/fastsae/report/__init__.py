@@ -261,7 +261,7 @@ def collect_report_data(run: RunDir | str | os.PathLike, *, top_docs: int = 10,
             labels_summary = json.loads(run.labels_summary_path.read_text(encoding="utf-8"))
         except json.JSONDecodeError:
             notes.append(f"{run.labels_summary_path} is not valid JSON; left out")
-    from .. import __version__
+    from .._version import __version__
 
     return {
         "meta": {
