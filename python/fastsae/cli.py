@@ -324,20 +324,33 @@ def _sweep(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train_default(name: str):
+    """A TrainConfig field's default: the CLI states no default of its own."""
+    import dataclasses
+
+    from .trainer import TrainConfig
+
+    return {f.name: f.default for f in dataclasses.fields(TrainConfig)}[name]
+
+
 def _add_train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--epochs", type=float, default=None,
-                   help="passes over the data (default 1; with --run: about 3000 steps, see default_schedule)")
+                   help=f"passes over the data (default {_train_default('epochs'):g}; with --run: about 3000 steps, "
+                        "see default_schedule)")
     p.add_argument("--batch-size", type=int, default=None,
-                   help="examples per step (default 1024; with --run: sized to the corpus)")
+                   help=f"examples per step (default {_train_default('batch_size')}; with --run: sized to the corpus)")
     p.add_argument("--lr", type=float, default=None,
-                   help="Adam learning rate (default 1e-4; with --run: 1e-3 below 100k documents)")
-    p.add_argument("--aux-alpha", type=float, default=1 / 32, help="AuxK weight (default 1/32)")
-    p.add_argument("--grad-clip", type=float, default=1.0, help="gradient-norm clip (default 1; 0 = off)")
+                   help=f"Adam learning rate (default {_train_default('lr'):g}; with --run: 1e-3 below 100k documents)")
+    p.add_argument("--aux-alpha", type=float, default=_train_default("aux_alpha"),
+                   help=f"AuxK weight (default {_train_default('aux_alpha'):g})")
+    p.add_argument("--grad-clip", type=float, default=_train_default("grad_clip"),
+                   help=f"gradient-norm clip (default {_train_default('grad_clip'):g}; 0 = off)")
     p.add_argument("--no-standardize", action="store_true", help="do not standardise inputs")
     p.add_argument("--max-steps", type=int, default=None, help="stop after this many steps")
-    p.add_argument("--log-every", type=int, default=50, help="steps between metric records")
-    p.add_argument("--checkpoint-every", type=int, default=1000, help="steps between checkpoints")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--log-every", type=int, default=_train_default("log_every"), help="steps between metric records")
+    p.add_argument("--checkpoint-every", type=int, default=_train_default("checkpoint_every"),
+                   help="steps between checkpoints")
+    p.add_argument("--seed", type=int, default=_train_default("seed"))
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     p.add_argument("--compute-dtype", choices=["bfloat16"], default=None,
                    help="mixed precision: encode and decode in bf16, parameters and optimiser in fp32 (GPU fast path)")
