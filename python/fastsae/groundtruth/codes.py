@@ -1,4 +1,4 @@
-"""Generated top-k codes with known structure, for the demo, tests and benchmarks.
+"""Generated top-k codes with known structure, for the demo, tests and benchmarks (old path: ``fastsae.synthetic``).
 
 * :func:`zipf_codes` -- codes whose latent frequencies follow a Zipf law over a random
   permutation of latent ids, the long-tailed shape of real SAE feature densities.
