@@ -264,7 +264,7 @@ def test_missing_or_foreign_splitting_names_the_step(built, tmp_path):
     run.splitting_path.unlink()
     data = collect_report_data(run, top_docs=2)
     assert data["split"] is None
-    assert any(f"no splitting.json" in s and f"fastsae split --run {run.root}" in s for s in data["notes"])
+    assert any("no splitting.json" in s and f"fastsae split --run {run.root}" in s for s in data["notes"])
     atomic_write_json(run.splitting_path, {"main": "sae16", "nearest": {}})
     data = collect_report_data(run, top_docs=2)
     assert data["split"] is None

@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from .._checks import check_int
-from ..rundir import RunDir, atomic_write_bytes, atomic_write_text
+from ..io import atomic_write_bytes, atomic_write_text
+from ..rundir import RunDir
 from .data import activation_histograms, decoder_neighbours, top_cooccurring, top_documents
 from .render import _num, _snippet, render_html
 from .sections import _families, _labels_by_feature, _permuted_figure, _splitting

@@ -13,7 +13,8 @@ import json
 
 import numpy as np
 
-from ..rundir import RunDir, read_jsonl
+from ..io import read_jsonl
+from ..rundir import RunDir
 from .data import family_tree, member_matrix, submatrix, tree_parents
 from .render import _num, _ratio
 
