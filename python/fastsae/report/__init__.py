@@ -28,8 +28,16 @@ from __future__ import annotations
 
 # The constants and helpers that lived in this module before the split stay importable from it.
 from .build import HIST_BINS, N_COOCCURRING, N_NEIGHBOURS, build_report, collect_report_data  # noqa: F401
-from .data import (activation_histograms,  # noqa: F401 decoder_neighbours, family_tree, member_matrix, submatrix, top_cooccurring,
-                   top_documents, tree_parents)
+from .data import (  # noqa: F401
+    activation_histograms,
+    decoder_neighbours,
+    family_tree,
+    member_matrix,
+    submatrix,
+    top_cooccurring,
+    top_documents,
+    tree_parents,
+)
 from .render import SNIPPET_CHARS, render_html  # noqa: F401
 from .sections import FAMILY_HEATMAP_MAX, N_SPLIT, PERMUTED_FIGURE  # noqa: F401
 
