@@ -462,66 +462,11 @@ def run_demo(root: str = "runs/demo", *, n_docs: int = 3000, seed: int = 0, embe
 
 def taxonomy_recovery(codes, records: Sequence[dict], families: Sequence[dict], n_latents: int, *,
                       min_f1: float = 0.5, label_f1: float = 0.3) -> dict:
-    """How well the SAE's latents and families recover a corpus's topic hierarchy.
+    """How well the SAE's latents and families recover a corpus's topic hierarchy: see
+    :func:`fastsae.groundtruth.recovery.taxonomy_recovery`, where it is computed."""
+    from .groundtruth.recovery import taxonomy_recovery as _taxonomy_recovery
 
-    Every prefix of a document's ``path`` (and ``secondary`` path) is a taxonomy node the
-    document belongs to. Per node, the latent whose firing best matches membership (F1);
-    per level, the share of nodes matched with F1 >= ``min_f1``. Each latent is assigned its
-    best node when that F1 >= ``label_f1``. A family is *consistent* when its parent's node is
-    a field or subfield and at least half of its children's nodes lie below it; an internal
-    node is *recovered as a family* when a consistent family's parent is assigned to it.
-    """
-    import scipy.sparse as sp
-
-    from .corpus import firing_matrix, membership_f1
-
-    node_ids: dict[tuple, int] = {}
-    rows, cols = [], []
-    for i, r in enumerate(records):
-        paths = [r.get("path")] + ([r["secondary"]] if r.get("secondary") else [])
-        for p in paths:
-            if not p:
-                continue
-            for L in range(1, len(p) + 1):
-                rows.append(i)
-                cols.append(node_ids.setdefault(tuple(p[:L]), len(node_ids)))
-    if not node_ids:
-        raise ValueError("the corpus has no ground-truth paths")
-    N = len(records)
-    M = sp.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(N, len(node_ids)))
-    M.sum_duplicates()
-    M.data[:] = 1.0  # a node reached through both paths counts once
-    f1 = membership_f1(M, firing_matrix(np.asarray(codes.indices), np.asarray(codes.values), n_latents))[0].T
-    keys = list(node_ids)
-    best_f1 = f1.max(axis=0)
-    levels: dict[int, list[float]] = {}
-    for j, key in enumerate(keys):
-        levels.setdefault(len(key), []).append(float(best_f1[j]))
-    names = {1: "field", 2: "subfield", 3: "topic"}
-    per_level = {names.get(L, f"level{L}"): {"nodes": len(v), "matched": int(np.sum(np.array(v) >= min_f1)),
-                                           "median_best_f1": float(np.median(v))} for L, v in sorted(levels.items())}
-    lat_node = np.where(f1.max(axis=1) >= label_f1, f1.argmax(axis=1), -1)
-
-    def below(child: int, parent: int) -> bool:
-        if child < 0 or parent < 0:
-            return False
-        c, p = keys[child], keys[parent]
-        return len(c) > len(p) and c[: len(p)] == p
-
-    consistent, recovered = 0, set()
-    for fam in families:
-        pn = int(lat_node[int(fam["parent"])])
-        if pn < 0 or len(keys[pn]) >= 3:
-            continue
-        ok = sum(below(int(lat_node[int(c)]), pn) for c in fam["children"])
-        if 2 * ok >= len(fam["children"]):
-            consistent += 1
-            recovered.add(pn)
-    internal = [j for j, k in enumerate(keys) if len(k) < max(len(x) for x in keys)
-                and any(len(x) > len(k) and x[: len(k)] == k for x in keys)]
-    return {"per_level": per_level, "families": len(families), "consistent_families": consistent,
-            "internal_nodes": len(internal), "internal_nodes_recovered_as_family": len(recovered & set(internal)),
-            "min_f1": min_f1}
+    return _taxonomy_recovery(codes, records, families, n_latents, min_f1=min_f1, label_f1=label_f1)
 
 
 def demo_summary(run: RunDir, seconds: float) -> DemoSummary:

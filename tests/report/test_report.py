@@ -2,7 +2,9 @@
 hostile documents, missing optional parts, bad input and the CLI hook.
 
 The run directory is real: planted embeddings -> two tiny trained SAEs -> codes ->
-co-occurrence -> families, plus hand-written labels and corpus (module-scoped, ~3 s).
+co-occurrence -> families (and their permuted figure) -> splitting (the split step), plus
+hand-written labels and corpus (module-scoped, ~3 s). The report only reads these files: each
+test of a missing part checks that the page names the step that writes it.
 """
 
 from __future__ import annotations
@@ -93,13 +95,16 @@ def _build_run(root: Path) -> dict:
     n = SIZES[-1][1]
     fams = fastsae.feature_families(cooc, tau=0.1, iterations=2)
     assert fams, "the fixture needs at least one family"
-    # R present for all but the first family: the report must compute the missing one.
-    from fastsae.analysis.families import family_stats
+    # What `fastsae families` writes: families.json with R(p, C) for every family, and the
+    # permuted co-occurrence figure (the report reads both and computes neither).
+    from fastsae.analysis.families import family_stats, plot_permuted_cooccurrence
+    from fastsae.pipeline import step_split
 
     stats = family_stats(cooc, fams)
     fam_json = [{**asdict(f), "R": float(r)} for f, r in zip(fams, stats.r_cooc)]
-    del fam_json[0]["R"]
     atomic_write_json(run.families_path, {"sae": MAIN, "method": "paper", "tau": 0.1, "families": fam_json})
+    run.figures_dir.mkdir(parents=True, exist_ok=True)
+    plot_permuted_cooccurrence(cooc, fams, str(run.figures_dir / "fig2_permuted_cooccurrence.png"))
     atomic_write_text(run.root / "family_labels.jsonl",
                       json.dumps({"parent": fams[0].parent, "label": "family of " + WORDS[0], "pearson": 0.8, "f1": 0.7}) + "\n")
     lines = []
@@ -121,6 +126,10 @@ def _build_run(root: Path) -> dict:
     (run.figures_dir / "extra_figure.png").write_bytes(tiny_png())
     run.log_metric("train", seconds=1.5, n_latents=n)
     atomic_write_json(run.labels_summary_path, {"n": n, "median_pearson": 0.7})
+    # The split step writes splitting.json (what the report reads) and Fig. 6, left out here so
+    # the run's figures stay the two the page tests count.
+    step_split(run, quiet=True)
+    (run.figures_dir / "fig6_nn_cosines.png").unlink()
     return {"run": run, "n": n, "fams": fams, "A": A, "hostile_feature": hostile_feature, "hostile_row": hostile_row,
             "n_docs": X.shape[0]}
 
@@ -234,10 +243,10 @@ def test_top_cooccurring_match_brute_force(built):
     assert ids_d.tolist() == ids_s.tolist() and cnt_d.tolist() == cnt_s.tolist()
 
 
-def test_splitting_from_decoders(built):
+def test_splitting_from_the_split_step(built):
     run, data, n = built["run"], built["data"], built["n"]
     split = data["split"]
-    assert split["source"] == "decoders" and split["saes"] == ["sae16"]
+    assert split["source"] == "splitting.json" and split["saes"] == ["sae16"]
     W_small = run.load_sae("sae16").W_dec.detach().double().numpy()
     W_main = run.load_sae(MAIN).W_dec.detach().double().numpy()
     S = (W_main / np.linalg.norm(W_main, axis=1, keepdims=True)) @ (W_small / np.linalg.norm(W_small, axis=1, keepdims=True)).T
@@ -245,7 +254,21 @@ def test_splitting_from_decoders(built):
         expect = np.argsort(-S[j], kind="stable")[:3].tolist()
         assert [a for a, _ in split["nn"]["sae16"][j]] == expect
         assert [c for _, c in split["nn"]["sae16"][j]] == pytest.approx(S[j, expect].tolist(), abs=1e-3)
-    assert any("splitting.json" in note for note in data["notes"])
+    assert not any("splitting" in note for note in data["notes"])
+
+
+def test_missing_or_foreign_splitting_names_the_step(built, tmp_path):
+    root = tmp_path / "run"
+    shutil.copytree(built["run"].root, root)
+    run = RunDir.open(root)
+    run.splitting_path.unlink()
+    data = collect_report_data(run, top_docs=2)
+    assert data["split"] is None
+    assert any("no splitting.json" in s and f"fastsae split --run {run.root}" in s for s in data["notes"])
+    atomic_write_json(run.splitting_path, {"main": "sae16", "nearest": {}})
+    data = collect_report_data(run, top_docs=2)
+    assert data["split"] is None
+    assert any("splitting.json is for SAE 'sae16'" in s and "fastsae split" in s for s in data["notes"])
 
 
 def test_splitting_json_is_used(built, tmp_path):
@@ -301,7 +324,7 @@ def test_families_in_data(built):
     assert len(data["fams"]) == len(fams)
     for k, (f, fj) in enumerate(zip(fams, data["fams"])):
         assert fj["parent"] == f.parent and fj["children"] == f.children
-        r = parent_child_ratio(C, f.parent, f.children)  # computed by the report for family 0
+        r = parent_child_ratio(C, f.parent, f.children)  # families.json's R against a brute-force one
         assert fj["R"] == ("inf" if np.isinf(r) else pytest.approx(r, rel=1e-3))
         assert fj["tree"] == family_tree(f.parent, f.children, f.depth)
         for c, p in tree_parents(fj["tree"]).items():
@@ -313,7 +336,7 @@ def test_families_in_data(built):
             assert k in data["f"]["fam"][m]
     assert data["fams"][0]["label"] == "family of galaxy"
     assert data["meta"]["families"] == {"method": "paper", "tau": 0.1, "n": len(fams)}
-    # the permuted co-occurrence figure was drawn into RUN/figures and is listed
+    # the permuted co-occurrence figure the families step drew is listed
     assert (run.figures_dir / "fig2_permuted_cooccurrence.png").exists()
     assert data["heatmap"] == "figures/fig2_permuted_cooccurrence.png"
 
@@ -406,6 +429,22 @@ def test_missing_optional_parts(built, tmp_path):
     # documents still shown, by row
     j = int(np.argmax(data["f"]["freq"]))
     assert [data["docs"][r][0] for r, _ in data["top"][j]] == brute_top_docs(built["A"], j, 3)
+
+
+def test_missing_family_outputs_name_the_step(built, tmp_path):
+    root = tmp_path / "run"
+    shutil.copytree(built["run"].root, root)
+    run = RunDir.open(root)
+    doc = run.families()
+    del doc["families"][0]["R"]
+    atomic_write_json(run.families_path, doc)
+    (run.figures_dir / "fig2_permuted_cooccurrence.png").unlink()
+    data = collect_report_data(run, top_docs=2)
+    assert data["fams"][0]["R"] is None  # shown as missing, not computed
+    assert data["heatmap"] is None and not (run.figures_dir / "fig2_permuted_cooccurrence.png").exists()
+    notes = " | ".join(data["notes"])
+    assert "1 family has no R(p, C)" in notes and f"fastsae families --run {run.root}" in notes
+    assert "no permuted co-occurrence figure" in notes
 
 
 def test_families_of_another_sae_are_left_out(built, tmp_path):

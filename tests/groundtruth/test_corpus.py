@@ -34,9 +34,9 @@ def corpus() -> DemoCorpus:
 
 
 def test_taxonomy_ships_with_the_package():
-    # The data file is inside the package directory, which scikit-build-core's
+    # The data file is inside the package directory (fastsae/groundtruth/), which scikit-build-core's
     # wheel.packages = ["python/fastsae"] copies whole into the wheel.
-    assert resources.files("fastsae").joinpath("taxonomy.json").is_file()
+    assert resources.files("fastsae.groundtruth").joinpath("taxonomy.json").is_file()
     assert load_taxonomy() is load_taxonomy()  # parsed once
     import fastsae.datasets as ds
 
@@ -223,15 +223,15 @@ def test_imbalance():
 
 
 @pytest.mark.parametrize("kwargs, match", [
-    ({"n_docs": 0}, "n_docs must be at least 1"),
+    ({"n_docs": 0}, "n_docs must be >= 1"),
     ({"n_docs": 2.5}, "n_docs must be an int"),
     ({"n_docs": True}, "n_docs must be an int"),
-    ({"seed": -1}, "seed must be at least 0"),
+    ({"seed": -1}, "seed must be >= 0"),
     ({"seed": "0"}, "seed must be an int"),
     ({"cross_topic": 1.0}, r"cross_topic must be in \[0.0, 1.0\)"),
     ({"cross_topic": -0.1}, "cross_topic must be in"),
-    ({"cross_topic": math.nan}, "cross_topic must be a finite number"),
-    ({"imbalance": -1}, "imbalance must be in"),
+    ({"cross_topic": math.nan}, "cross_topic must be finite"),
+    ({"imbalance": -1}, "imbalance must be >="),
 ])
 def test_bad_arguments(kwargs, match):
     args = {"n_docs": 10, **kwargs}
