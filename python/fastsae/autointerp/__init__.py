@@ -15,7 +15,7 @@ the same way (section 4.2).
 """
 
 from .client import PRICES, PRICES_DATE, ChatClient, ClientConfig, EndpointError, ResponseCache, estimate_cost, price_for
-from .core import (
+from .api import (
     AutointerpAborted,
     AutointerpConfig,
     FeatureResult,
