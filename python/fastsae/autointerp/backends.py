@@ -5,7 +5,7 @@ LLM-free keyword baseline (:class:`_KeywordBackend`)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -60,33 +60,35 @@ class _LLMBackend:
         msgs = interpreter_messages([self._doc(r, a) for r, a in zip(sel.top, sel.top_activations)],
                                     [self._doc(r) for r in sel.negatives], domain=cfg.domain, corpus=cfg.corpus,
                                     max_label_words=cfg.max_label_words, family=unit.family is not None)
-        c = await self.client.complete(self.interpreter_model, msgs)
-        p = parse_label(c.content, max_label_words=cfg.max_label_words)
+        p, reasoning, usage, retried = await self._ask(self.interpreter_model, msgs, lambda text: parse_label(
+            text, max_label_words=cfg.max_label_words), "label", interpreter_retry_message(cfg.max_label_words))
         if p.label is not None:
-            return _Interp(p.label, p.reasoning, c.usage)
-        # One retry, continuing the conversation (a different request, so a cached bad answer
-        # is not simply replayed; and deterministic, so a rerun finds the retry cached too).
-        c2 = await self.client.complete(self.interpreter_model, msgs + [
-            {"role": "assistant", "content": c.content}, interpreter_retry_message(cfg.max_label_words)])
-        p2 = parse_label(c2.content, max_label_words=cfg.max_label_words)
-        reasoning = p.reasoning if p2.label is not None else "\n\n".join(x for x in (p.reasoning, p2.reasoning) if x)
-        if p2.label is not None:
-            return _Interp(p2.label, reasoning, c.usage + c2.usage, parse_retries=1)
-        return _Interp(None, reasoning, c.usage + c2.usage, parse_failures=1, parse_retries=1,
-                       skip_reason=f"unparsable interpreter answer: {p2.error} (after one retry)")
+            return _Interp(p.label, reasoning, usage, parse_retries=int(retried))
+        return _Interp(None, reasoning, usage, parse_failures=1, parse_retries=1,
+                       skip_reason=f"unparsable interpreter answer: {p.error} (after one retry)")
 
     async def predict(self, interp: _Interp, row: int) -> _Pred:
         cfg = self.cfg
         msgs = predictor_messages(interp.label or "", self._doc(row), domain=cfg.domain, corpus=cfg.corpus)
-        c = await self.client.complete(self.predictor_model, msgs)
-        p = parse_prediction(c.content)
-        if p.value is not None:
-            return _Pred(p.value, p.reasoning, c.usage)
-        c2 = await self.client.complete(self.predictor_model, msgs + [
-            {"role": "assistant", "content": c.content}, predictor_retry_message()])
-        p2 = parse_prediction(c2.content)
-        reasoning = p.reasoning if p2.value is not None else "\n\n".join(x for x in (p.reasoning, p2.reasoning) if x)
-        return _Pred(p2.value, reasoning, c.usage + c2.usage, parse_failures=int(p2.value is None), parse_retries=1)
+        p, reasoning, usage, retried = await self._ask(self.predictor_model, msgs, parse_prediction, "value",
+                                                       predictor_retry_message())
+        return _Pred(p.value, reasoning, usage, parse_failures=int(p.value is None), parse_retries=int(retried))
+
+    async def _ask(self, model: str, msgs: list[dict], parse: Callable[[str], Any], answer: str,
+                   retry_message: dict) -> tuple[Any, str, Usage, bool]:
+        """(parsed answer, reasoning, usage, retried): ask once; when the answer's ``answer``
+        attribute does not parse, ask once more."""
+        c = await self.client.complete(model, msgs)
+        p = parse(c.content)
+        if getattr(p, answer) is not None:
+            return p, p.reasoning, c.usage, False
+        # One retry, continuing the conversation (a different request, so a cached bad answer
+        # is not simply replayed; and deterministic, so a rerun finds the retry cached too).
+        c2 = await self.client.complete(model, msgs + [{"role": "assistant", "content": c.content}, retry_message])
+        p2 = parse(c2.content)
+        ok = getattr(p2, answer) is not None
+        reasoning = p.reasoning if ok else "\n\n".join(x for x in (p.reasoning, p2.reasoning) if x)
+        return p2, reasoning, c.usage + c2.usage, True
 
 
 class _KeywordBackend:

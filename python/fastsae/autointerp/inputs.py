@@ -78,20 +78,17 @@ def _check_features(features: Any, n_latents: int) -> list[int]:
         feats = list(np.asarray(features).ravel().tolist()) if hasattr(features, "__array__") else list(features)
     except TypeError:
         raise TypeError(f"features must be a list of latent ids, got {type(features).__name__}") from None
-    out: list[int] = []
-    seen: set[int] = set()
+    out: dict[int, None] = {}  # an ordered set: order kept, repeats dropped
     for f in feats:
         if not _is_int(f):
             raise TypeError(f"features must be integer latent ids, got {f!r}")
         f = int(f)
         if f < 0 or f >= n_latents:
             raise ValueError(f"feature {f} is outside [0, {n_latents})")
-        if f not in seen:
-            seen.add(f)
-            out.append(f)
+        out[f] = None
     if not out:
         raise ValueError("features is empty")
-    return out
+    return list(out)
 
 
 def _check_embeddings(embeddings: Any, n_docs: int) -> np.ndarray:

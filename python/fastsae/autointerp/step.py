@@ -36,8 +36,7 @@ def parse_feature_spec(spec: str, n_latents: int | None = None) -> list[int]:
     ``ValueError`` for an item that is not an id or a ``lo-hi`` range of ids >= 0, a reversed
     range, a spec that selects nothing, or (with ``n_latents``) an id >= ``n_latents``, checked
     before a range is expanded."""
-    out: list[int] = []
-    seen: set[int] = set()
+    out: dict[int, None] = {}  # an ordered set: order kept, repeats dropped
     for part in spec.split(","):
         part = part.strip()
         if not part:
@@ -51,13 +50,10 @@ def parse_feature_spec(spec: str, n_latents: int | None = None) -> list[int]:
             raise ValueError(f"bad --features item {part!r}: the range is reversed (write {hi}-{lo})")
         if n_latents is not None and hi >= n_latents:
             raise ValueError(f"--features: {hi} is outside [0, {n_latents}) (the SAE has {n_latents} latents)")
-        for i in range(lo, hi + 1):
-            if i not in seen:
-                seen.add(i)
-                out.append(i)
+        out.update(dict.fromkeys(range(lo, hi + 1)))
     if not out:
         raise ValueError("--features selects no feature")
-    return out
+    return list(out)
 
 
 def bad_input(e: BaseException) -> int:
