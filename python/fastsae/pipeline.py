@@ -379,25 +379,17 @@ def step_figures(run: RunDir, *, quiet: bool = False) -> None:
 
 
 def step_interpret(run: RunDir, *, backend: str = "keywords", base_url: str | None = None, seed: int = 0,
-                   quiet: bool = False, extra_args: Sequence[str] = ()) -> None:
+                   quiet: bool = False, **options: Any) -> None:
     """Autointerp labels and scores for the main SAE (and its family superfeatures) ->
     ``labels.jsonl``, ``labels_summary.json``, ``family_labels.jsonl``; resumable.
 
-    The same code path as ``fastsae interpret --run RUN`` (``extra_args`` are that command's
-    options, e.g. ``["--max-cost", "5"]``), so the demo and the command cannot drift apart.
+    The same function ``fastsae interpret --run RUN`` calls
+    (:func:`fastsae.autointerp.step.interpret_run`); ``options`` are its other keyword
+    arguments (e.g. ``max_cost=5``), so the demo and the command cannot drift apart.
     """
-    import argparse
+    from .autointerp.step import EXIT_OK, interpret_run
 
-    from .autointerp.cli import EXIT_OK, add_parser, run_interpret
-
-    parser = argparse.ArgumentParser(prog="fastsae")
-    add_parser(parser.add_subparsers())
-    argv = ["interpret", "--run", str(run.root), "--backend", backend, "--seed", str(seed), *extra_args]
-    if base_url:
-        argv += ["--base-url", base_url]
-    if quiet:
-        argv.append("--quiet")
-    code = run_interpret(parser.parse_args(argv))
+    code = interpret_run(run, backend=backend, base_url=base_url, seed=seed, progress=not quiet, **options)
     if code != EXIT_OK:
         raise StepFailed(f"autointerp did not finish (exit code {code}, see above); rerun to continue: "
                            "everything finished so far is kept")

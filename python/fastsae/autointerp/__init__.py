@@ -12,10 +12,17 @@ the same way (section 4.2).
 * :func:`pearson`, :func:`f1`, :func:`summarize`: the scores;
 * :mod:`.prompts` (the prompts and answer parsers), :mod:`.client` (the async client, the
   response cache, prices), :mod:`.sampling` (which documents are shown), :mod:`.keywords`.
+
+Layout, in the order a job runs: :mod:`.config` (the settings), :mod:`.inputs` (their
+checks), :mod:`.sampling`, :mod:`.prompts` and :mod:`.backends` (naming and predicting),
+:mod:`.scoring`, :mod:`.job` (the budgeted, resumable loop), :mod:`.results`, :mod:`.api`
+(the two public functions); :mod:`.step` is the interpret step of a run directory, which
+:mod:`.cli` (``fastsae interpret``) and the demo call. ``fastsae.autointerp.core`` is the old
+path of :mod:`.api`.
 """
 
 from .client import PRICES, PRICES_DATE, ChatClient, ClientConfig, EndpointError, ResponseCache, estimate_cost, price_for
-from .core import (
+from .api import (
     AutointerpAborted,
     AutointerpConfig,
     FeatureResult,

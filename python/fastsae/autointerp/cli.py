@@ -1,9 +1,8 @@
 """``fastsae interpret``: automated interpretability of a run directory's SAE features.
 
-Registered on the main parser by :func:`add_parser`; reads ``corpus.jsonl``, the codes of the
-run's main SAE (or ``--sae``) and, for hard negatives, ``embeddings.npy``; writes
-``labels.jsonl``, ``labels_summary.json``, ``figures/autointerp_pearson.png`` and the response
-cache into the run directory, and ``family_labels.jsonl`` when ``families.json`` exists.
+Registered on the main parser by :func:`add_parser`; it only parses the flags and calls
+:func:`fastsae.autointerp.step.interpret_run`, the interpret step (which the demo calls too).
+Flag defaults are read from :class:`~fastsae.autointerp.AutointerpConfig`'s fields.
 Rerunning the same command resumes (and a finished job reruns without a single request).
 
 Exit codes: 0 all done; 2 bad input; 3 stopped by a budget (rerun with a larger one to
@@ -13,47 +12,21 @@ continue); 4 the endpoint failed (rerun to continue).
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import sys
-import time
 from typing import Any
 
-import numpy as np
+from .config import BACKENDS, INTERPRETER_MODEL, PREDICTOR_MODEL, AutointerpConfig
+from .sampling import NEGATIVE_MODES
+from .step import (  # noqa: F401 (parse_feature_spec and the exit codes: their old home)
+    EXIT_BAD_INPUT,
+    EXIT_BUDGET,
+    EXIT_ENDPOINT,
+    EXIT_OK,
+    bad_input,
+    interpret_run,
+    parse_feature_spec,
+)
 
-from ..errors import is_user_error, user_message
-
-EXIT_OK, EXIT_BAD_INPUT, EXIT_BUDGET, EXIT_ENDPOINT = 0, 2, 3, 4
-
-
-def parse_feature_spec(spec: str, n_latents: int | None = None) -> list[int]:
-    """``"0-99,205"`` -> [0, 1, ..., 99, 205] (ranges inclusive; order kept, repeats dropped).
-
-    ``ValueError`` for an item that is not an id or a ``lo-hi`` range of ids >= 0, a reversed
-    range, a spec that selects nothing, or (with ``n_latents``) an id >= ``n_latents``, checked
-    before a range is expanded."""
-    out: list[int] = []
-    seen: set[int] = set()
-    for part in spec.split(","):
-        part = part.strip()
-        if not part:
-            continue
-        a, dash, b = (x.strip() for x in part.partition("-"))
-        if not (a.isdecimal() and (not dash or b.isdecimal())):
-            raise ValueError(f"bad --features item {part!r}: expected feature ids >= 0 and ranges like '0-99,205'")
-        lo = int(a)
-        hi = int(b) if dash else lo
-        if hi < lo:
-            raise ValueError(f"bad --features item {part!r}: the range is reversed (write {hi}-{lo})")
-        if n_latents is not None and hi >= n_latents:
-            raise ValueError(f"--features: {hi} is outside [0, {n_latents}) (the SAE has {n_latents} latents)")
-        for i in range(lo, hi + 1):
-            if i not in seen:
-                seen.add(i)
-                out.append(i)
-    if not out:
-        raise ValueError("--features selects no feature")
-    return out
+_D = AutointerpConfig  # every default below is the dataclass's
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -75,33 +48,35 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     p.add_argument("--run", required=True, metavar="DIR", help="the run directory (see fastsae.rundir)")
     p.add_argument("--sae", default=None, help="which SAE of the run (default: the run's main SAE)")
-    p.add_argument("--backend", choices=("openai", "keywords"), default="openai",
+    p.add_argument("--backend", choices=BACKENDS, default=BACKENDS[0],
                    help="'openai': any OpenAI-compatible endpoint (default); 'keywords': the LLM-free "
                         "baseline (distinctive terms; no key, no network, no cost)")
     p.add_argument("--base-url", default=None,
                    help="endpoint base URL, e.g. http://localhost:8000/v1 (default: OPENAI_BASE_URL, else OpenAI)")
-    p.add_argument("--interpreter-model", default="gpt-4o", help="model naming the features (default gpt-4o)")
-    p.add_argument("--predictor-model", default="gpt-4o-mini",
-                   help="model scoring the labels (default gpt-4o-mini)")
+    p.add_argument("--interpreter-model", default=INTERPRETER_MODEL,
+                   help=f"model naming the features (default {INTERPRETER_MODEL})")
+    p.add_argument("--predictor-model", default=PREDICTOR_MODEL,
+                   help=f"model scoring the labels (default {PREDICTOR_MODEL})")
     p.add_argument("--features", default=None, metavar="SPEC",
                    help="features to interpret, e.g. '0-99,205' (default: all)")
     p.add_argument("--max-features", type=int, default=None, metavar="N",
                    help="interpret a seeded random sample of at most N of the selected features that fire "
                         "(e.g. to estimate the median score cheaply)")
-    p.add_argument("--concurrency", type=int, default=8, help="requests in flight (default 8)")
-    p.add_argument("--timeout", type=float, default=60.0, help="seconds per request (default 60)")
-    p.add_argument("--max-cost", type=float, default=None, metavar="USD",
+    p.add_argument("--concurrency", type=int, default=_D.concurrency,
+                   help=f"requests in flight (default {_D.concurrency})")
+    p.add_argument("--timeout", type=float, default=_D.timeout, help=f"seconds per request (default {_D.timeout:g})")
+    p.add_argument("--max-cost", type=float, default=_D.max_cost, metavar="USD",
                    help="stop between features once this run's estimated spending reaches USD")
-    p.add_argument("--max-tokens", type=int, default=None, metavar="N",
+    p.add_argument("--max-tokens", type=int, default=_D.max_tokens, metavar="N",
                    help="stop between features once this run's tokens (input + output) reach N")
-    p.add_argument("--seed", type=int, default=0, help="seed of the document choices (default 0)")
-    p.add_argument("--negatives", choices=("random", "hard"), default="random",
-                   help="non-activating documents: 'random' (default) or 'hard' (nearest to the top "
-                        "activators' mean embedding; needs embeddings.npy)")
-    p.add_argument("--domain", default=None,
+    p.add_argument("--seed", type=int, default=_D.seed, help=f"seed of the document choices (default {_D.seed})")
+    p.add_argument("--negatives", choices=NEGATIVE_MODES, default=_D.negatives,
+                   help=f"non-activating documents: 'random' or 'hard' (nearest to the top "
+                        f"activators' mean embedding; needs embeddings.npy); default {_D.negatives!r}")
+    p.add_argument("--domain", default=_D.domain,
                    help="the researcher the prompts address, e.g. 'astrophysics' (default: none)")
-    p.add_argument("--corpus", default="documents",
-                   help="what the texts are, for the prompts, e.g. 'arXiv abstracts' (default 'documents')")
+    p.add_argument("--corpus", default=_D.corpus,
+                   help=f"what the texts are, for the prompts, e.g. 'arXiv abstracts' (default {_D.corpus!r})")
     p.add_argument("--no-families", action="store_true", help="do not label the families of families.json")
     p.add_argument("--overwrite", action="store_true",
                    help="discard earlier results made with other settings (the response cache is kept)")
@@ -110,120 +85,18 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     return p
 
 
-def _n_latents(cfg_path) -> int:
-    from ..rundir import read_text
-
-    try:
-        n = json.loads(read_text(cfg_path)).get("n_latents")
-    except (json.JSONDecodeError, AttributeError):
-        raise ValueError(f"{cfg_path}: not a valid SAE config (expected a JSON object)") from None
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"{cfg_path}: 'n_latents' must be a positive integer, got {n!r}")
-    return n
-
-
-def _fmt(x: Any, spec: str = ".3f") -> str:
-    return "n/a" if x is None else format(x, spec)
-
-
-def _print_summary(what: str, s: dict) -> None:
-    sess = s.get("session", {})
-    print(f"{what}: {s['n_done']} done of {s['n_requested']} requested; in the output file {s['n_features']} "
-          f"({s['n_scored']} scored, "
-          f"{s['n_skipped']} skipped); median Pearson {_fmt(s['median_pearson'])}, median F1 {_fmt(s['median_f1'])}; "
-          f"parse failures {s['parse_failures']['total']}")
-    print(f"  this run: {sess.get('requests', 0)} requests, {sess.get('cache_hits', 0)} cache hits, "
-          f"{sess.get('tokens', 0):,} tokens, ${sess.get('cost', 0.0):.4f} (estimated; prices of {s['prices_date']})")
-    if s.get("skipped_reasons"):
-        print("  skipped: " + ", ".join(f"{k} ({v})" for k, v in s["skipped_reasons"].items()))
-
-
 def run_interpret(args: argparse.Namespace) -> int:
-    """The ``interpret`` subcommand; returns the exit code."""
+    """The ``interpret`` subcommand: the parsed flags, handed to :func:`interpret_run`; returns
+    the exit code."""
     from ..rundir import RunDir
-    from .core import AutointerpAborted, interpret_families, interpret_features
 
-    t0 = time.perf_counter()
     try:
         run = RunDir.open(args.run)
-        name = args.sae or run.main_sae()
-        cfg_path = run.sae_dir(name) / "config.json"
-        if not cfg_path.exists():
-            raise FileNotFoundError(f"{cfg_path}: no such SAE in this run")
-        n_latents = _n_latents(cfg_path)
-        texts = run.texts()
-        codes = run.codes(name)
-        embeddings = None
-        if args.negatives == "hard":
-            embeddings = run.embeddings()
-        features = parse_feature_spec(args.features, n_latents) if args.features else list(range(n_latents))
-        bad = [f for f in features if f >= n_latents]
-        if bad:
-            raise ValueError(f"--features: {bad[0]} is outside [0, {n_latents}) (the SAE {name!r} has {n_latents} latents)")
-        if args.max_features is not None:
-            if args.max_features < 1:
-                raise ValueError("--max-features must be >= 1")
-            vals = np.asarray(codes.values)
-            fired = np.unique(np.asarray(codes.indices)[vals > 0])
-            live = [f for f in features if f in set(fired.tolist())]
-            if len(live) > args.max_features:
-                rng = np.random.default_rng([args.seed, 7])
-                live = sorted(int(f) for f in rng.choice(live, size=args.max_features, replace=False))
-            features = live
-            if not features:
-                raise ValueError("none of the selected features fires on any document")
-    except Exception as e:  # the CLI's one rule for what is a user error (fastsae.errors)
-        if not is_user_error(e) or os.environ.get("FASTSAE_DEBUG"):
-            raise
-        print(f"fastsae interpret: error: {user_message(e)}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-
-    common = dict(backend=args.backend, base_url=args.base_url, interpreter_model=args.interpreter_model,
-                  predictor_model=args.predictor_model, out_dir=run.root, concurrency=args.concurrency,
-                  timeout=args.timeout, seed=args.seed, negatives=args.negatives, embeddings=embeddings,
-                  progress=not args.quiet, overwrite=args.overwrite, domain=args.domain, corpus=args.corpus)
-    code = EXIT_OK
-    spent_cost, spent_tokens = 0.0, 0
-    try:
-        res = interpret_features(texts, codes, n_latents, features=features, max_cost=args.max_cost,
-                                 max_tokens=args.max_tokens, **common)
-        _print_summary("features", res.summary)
-        spent_cost, spent_tokens = res.session.get("cost", 0.0), res.session.get("tokens", 0)
-        if res.stopped:
-            code = EXIT_BUDGET
-        fam_summary = None
-        if not args.no_families and run.families_path.exists() and not res.stopped:
-            fams = run.families()
-            if fams.get("sae", name) != name:
-                print(f"  families.json describes SAE {fams.get('sae')!r}, not {name!r}: families skipped")
-            elif fams.get("families"):
-                # One budget for the whole command: the families get what the features left.
-                fres = interpret_families(
-                    texts, codes, fams, n_latents=n_latents,
-                    max_cost=None if args.max_cost is None else max(args.max_cost - spent_cost, 0.0),
-                    max_tokens=None if args.max_tokens is None else max(args.max_tokens - spent_tokens, 0),
-                    **common)
-                _print_summary("families", fres.summary)
-                fam_summary = fres.summary
-                spent_cost += fres.session.get("cost", 0.0)
-                spent_tokens += fres.session.get("tokens", 0)
-                if fres.stopped:
-                    code = EXIT_BUDGET
-        if code == EXIT_BUDGET:
-            print("  stopped by the budget; rerun with a larger --max-cost/--max-tokens to continue")
-    except AutointerpAborted as e:
-        print(f"fastsae interpret: {user_message(e)}", file=sys.stderr)
-        code = EXIT_ENDPOINT
-    except Exception as e:
-        if not is_user_error(e) or os.environ.get("FASTSAE_DEBUG"):
-            raise
-        print(f"fastsae interpret: error: {user_message(e)}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    else:
-        run.update_config("interpret", {**res.summary["settings"], "sae": name,
-                                        "base_url": res.summary.get("base_url")})
-        print(f"  written: {run.labels_path}, {run.labels_summary_path}"
-              + (f", {run.root / 'family_labels.jsonl'}" if fam_summary else ""))
-    run.log_metric("interpret", seconds=round(time.perf_counter() - t0, 3), sae=name, backend=args.backend,
-                   cost=round(spent_cost, 6), tokens=spent_tokens, exit_code=code)
-    return code
+    except Exception as e:  # noqa: BLE001 - bad_input re-raises what is not a user error
+        return bad_input(e)
+    return interpret_run(run, sae=args.sae, backend=args.backend, base_url=args.base_url,
+                         interpreter_model=args.interpreter_model, predictor_model=args.predictor_model,
+                         features=args.features or None, max_features=args.max_features, concurrency=args.concurrency,
+                         timeout=args.timeout, max_cost=args.max_cost, max_tokens=args.max_tokens, seed=args.seed,
+                         negatives=args.negatives, domain=args.domain, corpus=args.corpus,
+                         families=not args.no_families, overwrite=args.overwrite, progress=not args.quiet)

@@ -159,13 +159,16 @@ class ParsedPrediction:
     """Why the answer was rejected (``None`` when parsed)."""
 
 
-def _last_match(text: str, pattern: re.Pattern) -> tuple[int, str] | None:
+def _answer_line(text: str | None, pattern: re.Pattern) -> tuple[str, str | None]:
+    """(reasoning, value) of the last line of ``text`` matching ``pattern``: the text before
+    that line, and the line's value; ``(whole text, None)`` when no line matches."""
+    text = text or ""
     lines = text.splitlines()
     for i in range(len(lines) - 1, -1, -1):
         m = pattern.match(lines[i])
         if m:
-            return i, m.group("v")
-    return None
+            return "\n".join(lines[:i]).strip(), m.group("v")
+    return text.strip(), None
 
 
 def parse_label(text: str | None, *, max_label_words: int = 8) -> ParsedLabel:
@@ -173,12 +176,9 @@ def parse_label(text: str | None, *, max_label_words: int = 8) -> ParsedLabel:
 
     Surrounding quotes, markdown emphasis and a trailing period are removed; a label that is
     empty or longer than ``max_label_words`` words is rejected."""
-    text = text or ""
-    found = _last_match(text, _FINAL)
-    if found is None:
-        return ParsedLabel(None, text.strip(), "no 'FINAL: <label>' line")
-    i, value = found
-    reasoning = "\n".join(text.splitlines()[:i]).strip()
+    reasoning, value = _answer_line(text, _FINAL)
+    if value is None:
+        return ParsedLabel(None, reasoning, "no 'FINAL: <label>' line")
     label = value
     for _ in range(2):  # '"Label".' and '"Label."' alike
         label = label.strip().strip("\"'“”‘’`*_ ").rstrip(".").strip()
@@ -193,12 +193,9 @@ def parse_label(text: str | None, *, max_label_words: int = 8) -> ParsedLabel:
 
 def parse_prediction(text: str | None) -> ParsedPrediction:
     """The number on the last ``PREDICTION: <number>`` line of ``text``, if it is in [-1, 1]."""
-    text = text or ""
-    found = _last_match(text, _PREDICTION)
-    if found is None:
-        return ParsedPrediction(None, text.strip(), "no 'PREDICTION: <number>' line")
-    i, value = found
-    reasoning = "\n".join(text.splitlines()[:i]).strip()
+    reasoning, value = _answer_line(text, _PREDICTION)
+    if value is None:
+        return ParsedPrediction(None, reasoning, "no 'PREDICTION: <number>' line")
     token = value.strip().strip("\"'`*_ ").rstrip(".").strip()
     if not _NUMBER.match(token):
         return ParsedPrediction(None, reasoning, f"not a number: {token[:40]!r}")

@@ -8,7 +8,6 @@ parse failures); they are never replaced by a guess.
 
 from __future__ import annotations
 
-import io
 import math
 import re
 from collections import Counter
@@ -101,15 +100,11 @@ def summarize(records: Sequence[dict]) -> dict:
 
 def pearson_histogram_png(values: Sequence[float], *, title: str = "Automated interpretability") -> bytes:
     """PNG bytes of the Fig. 7-style histogram of per-feature Pearson correlations."""
-    # The Agg canvas directly (no pyplot, no matplotlib.use): no display needed, no global
-    # backend switched under a notebook, safe from threads.
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    from .._plot import figure_png, new_figure
 
     xs = np.asarray(_finite(values), dtype=np.float64)
-    fig = Figure(figsize=(6.0, 4.0), dpi=120)
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot(1, 1, 1)
+    fig, ax = new_figure(6.0, 4.0)
+    fig.set_dpi(120)  # drawn (and laid out) at the resolution it is saved at
     ax.hist(xs, bins=np.linspace(-1.0, 1.0, 41), color="#4C72B0", edgecolor="white", linewidth=0.5)
     if len(xs):
         med = float(np.median(xs))
@@ -119,7 +114,4 @@ def pearson_histogram_png(values: Sequence[float], *, title: str = "Automated in
     ax.set_xlabel("Pearson correlation (predicted vs. true activation)")
     ax.set_ylabel("features")
     ax.set_title(f"{title} (n = {len(xs)})")
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    return buf.getvalue()
+    return figure_png(fig, dpi=120)

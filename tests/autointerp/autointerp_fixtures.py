@@ -7,6 +7,7 @@ right label is known ("topic <word>"), and a Predictor that checks for the word 
 
 from __future__ import annotations
 
+import json
 import re
 from collections import Counter
 from typing import Callable
@@ -95,3 +96,25 @@ class TopicOracle:
             words = set(label.split()) & set(WORDS)
             return self._reply(f"Checking the document.\nPREDICTION: {self.predict(words, doc):.2f}")
         return self._reply("I do not understand the request.")
+
+
+def make_run(tmp_path, n_latents=4, families=True):
+    """A run directory ``tmp_path/run`` holding a topic corpus, the codes of SAE ``sae4`` (its
+    config, no weights) and, with ``families``, one family (0 -> 1, 2) in ``families.json``."""
+    from fastsae.rundir import RunDir, atomic_write_json
+
+    texts, idx, val = make_corpus(n_docs=80, n_features=n_latents, seed=7)
+    run = RunDir.open(tmp_path / "run", create=True)
+    run.write_corpus([{"text": t} for t in texts])
+    d = run.codes_dir("sae4")
+    d.mkdir(parents=True)
+    np.save(d / "indices.npy", idx)
+    np.save(d / "values.npy", val)
+    s = run.sae_dir("sae4")
+    s.mkdir(parents=True)
+    (s / "config.json").write_text(json.dumps({"d_in": 8, "n_latents": n_latents, "k": 3}))
+    (s / "sae.safetensors").write_bytes(b"")  # never loaded: interpret needs the codes only
+    if families:
+        atomic_write_json(run.families_path, {"sae": "sae4", "method": "paper", "families": [
+            {"parent": 0, "children": [1, 2], "depth": [1, 1], "iteration": 0}]})
+    return run

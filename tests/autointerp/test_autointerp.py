@@ -16,6 +16,7 @@ from scipy.stats import pearsonr
 from sklearn.metrics import f1_score
 
 from autointerp_fixtures import WORDS, active_set, make_corpus
+from autointerp_fixtures import make_run as _make_run
 from fastsae.autointerp import (
     AutointerpConfig,
     FeatureResult,
@@ -342,26 +343,6 @@ def test_config_validation_and_record_round_trip():
 
 
 # -- CLI -------------------------------------------------------------------------------------------
-def _make_run(tmp_path, n_latents=4, families=True):
-    from fastsae.rundir import RunDir, atomic_write_json
-
-    texts, idx, val = make_corpus(n_docs=80, n_features=n_latents, seed=7)
-    run = RunDir.open(tmp_path / "run", create=True)
-    run.write_corpus([{"text": t} for t in texts])
-    d = run.codes_dir("sae4")
-    d.mkdir(parents=True)
-    np.save(d / "indices.npy", idx)
-    np.save(d / "values.npy", val)
-    s = run.sae_dir("sae4")
-    s.mkdir(parents=True)
-    (s / "config.json").write_text(json.dumps({"d_in": 8, "n_latents": n_latents, "k": 3}))
-    (s / "sae.safetensors").write_bytes(b"")  # never loaded: interpret needs the codes only
-    if families:
-        atomic_write_json(run.families_path, {"sae": "sae4", "method": "paper", "families": [
-            {"parent": 0, "children": [1, 2], "depth": [1, 1], "iteration": 0}]})
-    return run
-
-
 def _cli(argv):
     ap = argparse.ArgumentParser(prog="fastsae")
     add_parser(ap.add_subparsers(dest="command", required=True))
