@@ -55,7 +55,7 @@ def _always_user_errors() -> tuple[type, ...]:
 
     for mod, names in (("fastsae.embed", ("EmbeddingError",)), ("fastsae.pipeline", ("StepFailed",)),
                        ("fastsae.autointerp.client", ("EndpointError",)),
-                       ("fastsae.autointerp.core", ("AutointerpAborted",))):
+                       ("fastsae.autointerp.results", ("AutointerpAborted",))):
         m = sys.modules.get(mod)
         if m is not None:
             kinds.extend(getattr(m, n) for n in names if hasattr(m, n))
