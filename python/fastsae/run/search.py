@@ -97,7 +97,7 @@ class Searcher:
     """Holds a run's embedder, SAE, corpus embeddings and labels for repeated queries."""
 
     def __init__(self, run: RunDir | str, *, sae: str | None = None):
-        from .embed import load_embedder
+        from ..embed import load_embedder
 
         self.run = run if isinstance(run, RunDir) else RunDir.open(run)
         self.sae_name = sae or self.run.main_sae()
@@ -160,7 +160,7 @@ class Searcher:
                 extra_v.append(w * float(self.typical_activation()[f]))
         new_i = torch.cat([idx, torch.tensor(extra_i, dtype=idx.dtype)])
         new_v = torch.cat([val, torch.tensor(extra_v, dtype=val.dtype)])
-        from .ops import SparseCode
+        from ..ops import SparseCode
 
         # x is a raw embedding (input space) and decode() returns the input space too, so the
         # difference is the edit there (the standardisation mean cancels in it).

@@ -15,9 +15,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .api import build_embedder, embed_texts
-from .base import BACKENDS
-from .readers import _check_texts, read_records
+from ..embed.api import build_embedder, embed_texts
+from ..embed.base import BACKENDS
+from ..embed.readers import _check_texts, read_records
 
 __all__ = ["add_parser", "run_embed"]
 
@@ -105,8 +105,8 @@ def _run_embed(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     run = None
     if args.run:
-        from ..pipeline import step_embed
-        from ..rundir import RunDir
+        from .pipeline import step_embed
+        from .rundir import RunDir
 
         run = RunDir.open(args.run, create=True)
         emb = step_embed(run, backend=args.backend, force=True, quiet=True, progress=not args.quiet,

@@ -31,7 +31,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run_report(args: argparse.Namespace) -> int:
-    from . import build_report
+    from ..report import build_report
 
     try:
         path = build_report(args.run, out=args.out, top_docs=args.top_docs, max_features=args.max_features)

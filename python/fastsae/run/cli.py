@@ -27,13 +27,13 @@ import time
 
 import numpy as np
 
-from .errors import UsageError, check_device, is_user_error, user_message
+from ..errors import UsageError, check_device, is_user_error, user_message
 
 
 def _bench_cooc(args: argparse.Namespace) -> int:
-    from . import _native, cooccurrence, maximum_spanning_forest, threshold
-    from .cooc import normalize_frequency
-    from .synthetic import planted_hierarchy_codes
+    from .. import _native, cooccurrence, maximum_spanning_forest, threshold
+    from ..cooc import normalize_frequency
+    from ..synthetic import planted_hierarchy_codes
 
     for name in ("rows", "latents", "k", "families", "children"):
         if getattr(args, name) < 1:
@@ -178,7 +178,7 @@ def _train(args: argparse.Namespace) -> int:
                    device=args.device, force=args.restart, quiet=args.quiet, compute_dtype=args.compute_dtype)
         print(f"SAEs in {run.root}/saes: {', '.join(run.sae_names())}")
         return 0
-    from .trainer import TrainConfig, train
+    from ..trainer import TrainConfig, train
 
     if args.sizes is not None:
         raise UsageError("--sizes applies with --run DIR; for DATA.npy give --n-latents N --k K")
@@ -276,7 +276,7 @@ def parse_steer(items) -> dict:
 
 
 def _search(args: argparse.Namespace) -> int:
-    from .feature_search import search
+    from .search import search
 
     res = search(args.query, _run(args), steer=parse_steer(args.steer), top=args.top, sae=args.sae)
     if args.json:
@@ -310,7 +310,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _sweep(args: argparse.Namespace) -> int:
-    from .sweeps import sweep
+    from ..sweeps import sweep
 
     res = sweep(args.data, args.k, args.n, args.out, **_train_kwargs(args))
     with open(res.files["table2.md"]) as f:
@@ -328,7 +328,7 @@ def _train_default(name: str):
     """A TrainConfig field's default: the CLI states no default of its own."""
     import dataclasses
 
-    from .trainer import TrainConfig
+    from ..trainer import TrainConfig
 
     return {f.name: f.default for f in dataclasses.fields(TrainConfig)}[name]
 
@@ -386,7 +386,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.set_defaults(func=_demo)
 
     try:
-        from .embed import add_parser as add_embed
+        from ..embed import add_parser as add_embed
     except ImportError:  # pragma: no cover - the module ships with the package
         add_embed = None
     if add_embed is not None:

@@ -36,7 +36,7 @@ RUN_FORMAT = 1
 """Bumped whenever a file above changes meaning; older run directories are then refused."""
 
 
-from .io import (  # noqa: F401 (re-exported: fastsae.rundir.atomic_write etc. keep working)
+from ..io import (  # noqa: F401 (re-exported: fastsae.rundir.atomic_write etc. keep working)
     atomic_write,
     atomic_write_bytes,
     atomic_write_text,
@@ -82,7 +82,7 @@ class RunDir:
             if not run.root.exists():
                 raise FileNotFoundError(f"{run.root}: no such run directory")
             raise ValueError(f"{run.root}: not a fastsae run directory (no config.json)")
-        from ._version import __version__
+        from .._version import __version__
 
         run.root.mkdir(parents=True, exist_ok=True)
         atomic_write_json(run.config_path, {"run_format": RUN_FORMAT, "fastsae_version": __version__,
@@ -183,7 +183,7 @@ class RunDir:
         return names[-1]
 
     def load_sae(self, name: str, *, device=None):
-        from .model import TopKSAE
+        from ..model import TopKSAE
 
         path = self.sae_dir(name)
         if not (path / "sae.safetensors").exists():
@@ -249,7 +249,7 @@ class RunDir:
         """The SparseCode of every document under SAE ``name`` (numpy memmaps wrapped as tensors)."""
         import torch
 
-        from .ops import SparseCode
+        from ..ops import SparseCode
 
         d = self.codes_dir(name)
         if not (d / "indices.npy").exists():
@@ -260,7 +260,7 @@ class RunDir:
         return SparseCode(torch.from_numpy(idx), torch.from_numpy(val))
 
     def cooc(self, name: str):
-        from .cooc import Cooccurrence
+        from ..cooc import Cooccurrence
 
         path = self.cooc_path(name)
         if not path.exists():

@@ -44,7 +44,7 @@ def step_corpus(run: RunDir, *, n_docs: int = 3000, seed: int = 0, cross_topic: 
             raise ValueError(f"{run.root} already holds a corpus with n_docs={cfg.get('n_docs')}, "
                              f"seed={cfg.get('seed')}; use a new run directory or --force")
         return
-    from .datasets import demo_corpus
+    from ..datasets import demo_corpus
 
     t0 = time.perf_counter()
     corpus = demo_corpus(n_docs, seed=seed, cross_topic=cross_topic)
@@ -84,8 +84,8 @@ def step_embed(run: RunDir, *, backend: str | None = None, model: str | None = N
     they exist already and not ``force``)."""
     if run.embeddings_path.exists() and not force:
         return None
-    from .embed import _check_texts, build_embedder, embed_texts
-    from .io import atomic_save_npy
+    from ..embed import _check_texts, build_embedder, embed_texts
+    from ..io import atomic_save_npy
 
     if backend is None:
         backend = default_embed_backend()
@@ -177,8 +177,8 @@ def step_train(run: RunDir, specs: Sequence[SAESpec], *, epochs: float | None = 
     """Train every SAE in ``specs`` on ``embeddings.npy`` (each resumes from its checkpoints);
     unset epochs/batch size/lr come from :func:`default_schedule`; ``compute_dtype`` as in
     :class:`~fastsae.TrainConfig`."""
-    from .errors import check_device
-    from .trainer import TrainConfig, train
+    from ..errors import check_device
+    from ..trainer import TrainConfig, train
 
     specs = list(specs)
     if not specs:
@@ -230,8 +230,8 @@ def step_encode(run: RunDir, names: Sequence[str] | None = None, *, force: bool 
                 device: str | None = None) -> None:
     """Top-k codes of every document under each SAE -> ``codes/<name>/`` (on ``device``,
     default cpu)."""
-    from .errors import check_device
-    from .trainer import encode_dataset
+    from ..errors import check_device
+    from ..trainer import encode_dataset
 
     device = check_device(device, option="device")
     X = run.checked_embeddings()
@@ -254,7 +254,7 @@ def step_encode(run: RunDir, names: Sequence[str] | None = None, *, force: bool 
 
 def step_cooc(run: RunDir, names: Sequence[str] | None = None, *, force: bool = False, quiet: bool = False) -> None:
     """Co-occurrence C and activation similarity D of each SAE's codes -> ``cooc/<name>.npz``."""
-    from .cooc import cooccurrence
+    from ..cooc import cooccurrence
 
     for name in names or _trained(run):
         path = run.cooc_path(name)
@@ -282,7 +282,7 @@ def step_families(run: RunDir, *, sae: str | None = None, method: str = "paper",
 
     Features denser than ``max_density`` are left out as the authors' code does (density < 0.2).
     """
-    from .analysis.families import (family_stats, family_table, feature_families, plot_family_stats,
+    from ..analysis.families import (family_stats, family_table, feature_families, plot_family_stats,
                                     plot_permuted_cooccurrence)
 
     if run.families_path.exists() and not force:
@@ -324,7 +324,7 @@ def step_split(run: RunDir, *, top: int = 3, force: bool = False, quiet: bool = 
     nearest-neighbour cosine distributions between consecutive sizes; with three SAEs the
     triplets (threshold 0.95) and the self-consistency of 64 -> 32 -> 16 vs 64 -> 16.
     """
-    from .analysis import splitting as S
+    from ..analysis import splitting as S
 
     if run.splitting_path.exists() and not force:
         return
@@ -366,7 +366,7 @@ def step_split(run: RunDir, *, top: int = 3, force: bool = False, quiet: bool = 
 
 def step_figures(run: RunDir, *, quiet: bool = False) -> None:
     """Geometry figures of the main SAE (Figs. 5 and 18) and the training curves."""
-    from .analysis import geometry as G
+    from ..analysis import geometry as G
 
     main = run.main_sae()
     sae = run.load_sae(main)
@@ -387,7 +387,7 @@ def step_interpret(run: RunDir, *, backend: str = "keywords", base_url: str | No
     (:func:`fastsae.autointerp.step.interpret_run`); ``options`` are its other keyword
     arguments (e.g. ``max_cost=5``), so the demo and the command cannot drift apart.
     """
-    from .autointerp.step import EXIT_OK, interpret_run
+    from ..autointerp.step import EXIT_OK, interpret_run
 
     code = interpret_run(run, backend=backend, base_url=base_url, seed=seed, progress=not quiet, **options)
     if code != EXIT_OK:
@@ -396,7 +396,7 @@ def step_interpret(run: RunDir, *, backend: str = "keywords", base_url: str | No
 
 
 def step_report(run: RunDir, *, quiet: bool = False) -> Path:
-    from .report import build_report
+    from ..report import build_report
 
     path = build_report(run)
     _log(f"report: {path}", quiet)
@@ -427,7 +427,7 @@ def run_demo(root: str = "runs/demo", *, n_docs: int = 3000, seed: int = 0, embe
     """The whole pipeline on the built-in corpus (``fastsae demo``); rerunning continues it.
     ``device`` trains and encodes there (default: cuda when available for training, cpu for
     encoding)."""
-    from .errors import check_device
+    from ..errors import check_device
 
     device = check_device(device, option="device")
     t0 = time.perf_counter()
@@ -456,7 +456,7 @@ def taxonomy_recovery(codes, records: Sequence[dict], families: Sequence[dict], 
                       min_f1: float = 0.5, label_f1: float = 0.3) -> dict:
     """How well the SAE's latents and families recover a corpus's topic hierarchy: see
     :func:`fastsae.groundtruth.recovery.taxonomy_recovery`, where it is computed."""
-    from .groundtruth.recovery import taxonomy_recovery as _taxonomy_recovery
+    from ..groundtruth.recovery import taxonomy_recovery as _taxonomy_recovery
 
     return _taxonomy_recovery(codes, records, families, n_latents, min_f1=min_f1, label_f1=label_f1)
 

@@ -14,9 +14,9 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from .config import BACKENDS, INTERPRETER_MODEL, PREDICTOR_MODEL, AutointerpConfig
-from .sampling import NEGATIVE_MODES
-from .step import (  # noqa: F401 (parse_feature_spec and the exit codes: their old home)
+from ..autointerp.config import BACKENDS, INTERPRETER_MODEL, PREDICTOR_MODEL, AutointerpConfig
+from ..autointerp.sampling import NEGATIVE_MODES
+from ..autointerp.step import (  # noqa: F401 (parse_feature_spec and the exit codes: their old home)
     EXIT_BAD_INPUT,
     EXIT_BUDGET,
     EXIT_ENDPOINT,
@@ -88,7 +88,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 def run_interpret(args: argparse.Namespace) -> int:
     """The ``interpret`` subcommand: the parsed flags, handed to :func:`interpret_run`; returns
     the exit code."""
-    from ..rundir import RunDir
+    from .rundir import RunDir
 
     try:
         run = RunDir.open(args.run)
