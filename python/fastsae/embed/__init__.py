@@ -69,11 +69,12 @@ __all__ = [
 
 
 def __getattr__(name: str):
-    # The CLI parser calls the run stage's step (fastsae.pipeline.step_embed), which imports this
-    # package: loading it on first use keeps the package import free of that cycle.
+    # Old names of the `fastsae embed` parser, which lives in the run stage
+    # (fastsae.run.embed_cli) since it calls the embed step there; loaded on first use, so this
+    # stage never imports the run stage.
     if name in ("add_parser", "run_embed"):
-        from . import cli
+        import importlib
 
-        return getattr(cli, name)
+        return getattr(importlib.import_module("fastsae.run.embed_cli"), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 

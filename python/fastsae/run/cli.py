@@ -386,7 +386,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.set_defaults(func=_demo)
 
     try:
-        from ..embed import add_parser as add_embed
+        from .embed_cli import add_parser as add_embed
     except ImportError:  # pragma: no cover - the module ships with the package
         add_embed = None
     if add_embed is not None:
@@ -439,12 +439,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--top", type=int, default=3, help="nearest neighbours kept per feature")
     sp.set_defaults(func=_split)
 
-    for mod in ("autointerp.cli", "report.cli"):
-        try:
-            m = __import__(f"fastsae.{mod}", fromlist=["add_parser"])
-        except ImportError:  # pragma: no cover
-            continue
-        m.add_parser(sub)
+    from . import interpret_cli, report_cli
+
+    interpret_cli.add_parser(sub)
+    report_cli.add_parser(sub)
 
     q = sub.add_parser("search", help="feature search and steering over a run's corpus")
     q.add_argument("query", help="query text")
