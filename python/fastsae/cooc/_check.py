@@ -25,8 +25,8 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from . import _native
-from ._arrays import check_sparse, sparse_csr
+from .. import _native
+from .._arrays import check_sparse, sparse_csr
 
 #: Tile side of the numpy dense check: 1024 x 1024 x 8 bytes = 8 MB per temporary.
 _BLOCK = 1024

@@ -12,8 +12,9 @@ from typing import Any
 
 import numpy as np
 
-from ._arrays import check_n_latents
-from .cooc import Cooccurrence, CooccurrenceAccumulator, cooccurrence
+from .._arrays import check_n_latents
+from .accumulate import CooccurrenceAccumulator, cooccurrence
+from .result import Cooccurrence
 
 #: Elements per all-reduce call: bounds the device copy NCCL needs (256 MB of float64).
 _REDUCE_BLOCK = 1 << 25

@@ -19,8 +19,8 @@ from typing import Any, NamedTuple
 import numpy as np
 import scipy.sparse as sp
 
-from . import _native
-from ._arrays import check_allocation, check_sparse, sparse_coo, sparse_csr, to_numpy
+from .. import _native
+from .._arrays import check_allocation, check_sparse, sparse_coo, sparse_csr, to_numpy
 
 
 class SpanningForest(NamedTuple):
