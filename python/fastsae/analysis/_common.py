@@ -22,8 +22,12 @@ _PNG_DPI = 120
 
 
 def _positive_int(x: Any, name: str) -> int:
-    """An int >= 1 (TypeError for a wrong type, ValueError for a wrong value)."""
-    return check_int(x, name, min=1)
+    """An int >= 1: the type through :func:`fastsae._checks.check_int` (TypeError), the value
+    with the analyses' own wording (ValueError)."""
+    v = check_int(x, name)
+    if v < 1:
+        raise ValueError(f"{name} must be a positive int, got {v}")
+    return v
 
 
 def _finite_float(x: Any, name: str, lo: float | None = None, hi: float | None = None) -> float:
@@ -91,6 +95,15 @@ def _unit_rows(t: torch.Tensor, name: str, dtype: torch.dtype, device: torch.dev
         first = int(torch.nonzero(zero)[0, 0])
         raise ValueError(f"{name} has {int(zero.sum())} all-zero rows (first: row {first}); their cosine is undefined")
     return t / norms[:, None]
+
+
+def _unit_rows_or_zero(W: Any) -> np.ndarray:
+    """Rows of ``W`` (numpy, memmap or torch) scaled to unit norm, float32; all-zero rows stay
+    zero (the report's neighbours of a dead latent are then arbitrary, not an error)."""
+    a = W.detach().cpu().numpy() if isinstance(W, torch.Tensor) else np.asarray(W)
+    a = a.astype(np.float32)
+    norm = np.linalg.norm(a, axis=1, keepdims=True)
+    return np.divide(a, norm, out=np.zeros_like(a), where=norm > 0)
 
 
 def _prepared(named: Sequence[tuple[Any, str]], device=None, input_space: bool = False) -> list[torch.Tensor]:

@@ -65,11 +65,7 @@ def log_feature_density(cooc_or_freq: Any, n_rows: int | None = None) -> LogFeat
         if n_rows is None:
             raise ValueError("n_rows (the number of rows counted) is required when passing a frequency array")
         freq_in = cooc_or_freq
-    if isinstance(n_rows, bool) or not isinstance(n_rows, (int, np.integer)):
-        raise ValueError(f"n_rows must be a positive int, got {n_rows!r}")
-    if n_rows <= 0:
-        raise ValueError(f"n_rows must be positive, got {n_rows}")
-    n_rows = int(n_rows)
+    n_rows = _positive_int(n_rows, "n_rows")
 
     freq = to_numpy(freq_in, "freq")
     if freq.dtype.kind not in "fiu" or freq.dtype == np.bool_:

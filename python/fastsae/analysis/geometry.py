@@ -37,6 +37,7 @@ from scipy.sparse.csgraph import connected_components, reverse_cuthill_mckee
 from scipy.sparse.linalg import lobpcg
 
 from .._arrays import sparse_coo, sparse_csr, to_numpy
+from .._checks import check_number
 from .._plot import new_figure, save_figure
 from ._common import (
     DEFAULT_BLOCK_SIZE,
@@ -150,12 +151,8 @@ def similarity_graph(
 
 
 def _check_threshold(threshold: Any) -> float:
-    if isinstance(threshold, bool) or not isinstance(threshold, (int, float, np.integer, np.floating)):
-        raise ValueError(f"threshold must be a number in (0, 1], got {threshold!r}")
-    t = float(threshold)
-    if not (0.0 < t <= 1.0):
-        raise ValueError(f"threshold must be in (0, 1] (edges where |cosine| >= threshold), got {threshold!r}")
-    return t
+    """Edges where ``|cosine| >= threshold``: a number in (0, 1]."""
+    return check_number(threshold, "threshold", min=0.0, max=1.0, min_open=True)
 
 
 def _as_graph(adjacency: Any) -> sp.csr_matrix:

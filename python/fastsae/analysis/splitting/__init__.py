@@ -69,6 +69,7 @@ from .matching import (
 from .neighbours import (
     CosineDistribution,
     NearestNeighbours,
+    decoder_neighbours,
     decoder_similarity,
     nn_cosine_distribution,
     plot_nn_cosines,
@@ -86,6 +87,7 @@ __all__ = [
     "SplitHeatmap",
     "activation_similarity",
     "cross_domain_matches",
+    "decoder_neighbours",
     "decoder_similarity",
     "feature_triplets",
     "match_features",

@@ -13,7 +13,6 @@ import torch
 from ..._plot import save_figure
 from .._common import _PNG_DPI, _Codes, _codes, _positive_int, figure_row
 
-
 # ----------------------------------------------------------------------------- 2. activation similarity
 
 

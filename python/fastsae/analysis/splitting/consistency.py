@@ -14,7 +14,6 @@ from ..._plot import save_figure
 from .._common import _PNG_DPI, _finite_float, _positive_int, _prepared, figure_row
 from .neighbours import _nn1, _topk_blocked
 
-
 # ----------------------------------------------------------------------------- 4. triplets
 
 

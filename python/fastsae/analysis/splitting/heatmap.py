@@ -13,7 +13,6 @@ from ..._plot import save_figure
 from .._common import _PNG_DPI, _codes, _ids, _prepared, figure_row
 from .activation import _activation_similarity
 
-
 # ----------------------------------------------------------------------------- 7. heatmap
 
 

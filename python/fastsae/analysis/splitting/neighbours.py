@@ -5,14 +5,21 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any, Mapping, NamedTuple
+from typing import Any, Mapping, NamedTuple, Sequence
 
 import numpy as np
 import torch
 
+from ..._checks import check_int
 from ..._plot import save_figure
-from .._common import _PNG_DPI, _finite_float, _positive_int, _prepared, figure_row
-
+from .._common import (
+    _PNG_DPI,
+    _finite_float,
+    _positive_int,
+    _prepared,
+    _unit_rows_or_zero,
+    figure_row,
+)
 
 # ----------------------------------------------------------------------------- 1. nearest neighbours
 
@@ -26,14 +33,21 @@ class NearestNeighbours(NamedTuple):
     """``[n_b, top]`` cosine similarity of each of those rows (float32, float64 for float64 input)."""
 
 
-def _topk_blocked(keys: torch.Tensor, queries: torch.Tensor, top: int,
-                  block_size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Top-``top`` of ``queries @ keys.T`` per query row, holding one [block, block] tile at a time.
+def _topk_blocked(keys: torch.Tensor, queries: torch.Tensor, top: int, block_size: int, *,
+                  key_block: int | None = None,
+                  exclude: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top-``top`` of ``queries @ keys.T`` per query row, holding one [block_size, key_block]
+    tile at a time (``key_block`` defaults to ``block_size``).
+
+    ``exclude`` (``[n_q]`` key ids) is a key never returned for each query row: a row's own id
+    when the queries are rows of the keys. The caller keeps ``top`` at most the number of keys
+    left, so an excluded key (scored -inf) never reaches the output.
 
     Ties go to the lower key id: with ``top == 1`` ``argmax`` returns the first maximum and a later
     block replaces the running best only when strictly larger; with ``top > 1`` each tile is
     sorted stably and merged after the running list (earlier blocks, lower ids) in a stable sort.
     """
+    key_block = block_size if key_block is None else key_block
     n_q, n_k = queries.shape[0], keys.shape[0]
     dev = queries.device
     out_v = torch.empty(n_q, top, dtype=queries.dtype, device=dev)
@@ -42,8 +56,12 @@ def _topk_blocked(keys: torch.Tensor, queries: torch.Tensor, top: int,
         q = queries[q0 : q0 + block_size]
         best_v = torch.full((q.shape[0], top), -torch.inf, dtype=q.dtype, device=dev)
         best_i = torch.full((q.shape[0], top), -1, dtype=torch.int64, device=dev)
-        for k0 in range(0, n_k, block_size):
-            s = q @ keys[k0 : k0 + block_size].T
+        for k0 in range(0, n_k, key_block):
+            s = q @ keys[k0 : k0 + key_block].T
+            if exclude is not None:
+                own = exclude[q0 : q0 + q.shape[0]] - k0
+                inside = (own >= 0) & (own < s.shape[1])
+                s[torch.nonzero(inside)[:, 0], own[inside]] = -torch.inf
             if top == 1:
                 i = s.argmax(dim=1, keepdim=True)  # the first maximum (max(dim) is far slower on CPU)
                 v = s.gather(1, i)
@@ -85,6 +103,40 @@ def decoder_similarity(W_a: Any, W_b: Any, *, top: int = 1, block_size: int = 40
         raise ValueError(f"top={top} exceeds the number of rows of W_a ({a.shape[0]})")
     i, v = _topk_blocked(a, b, top, block_size)
     return NearestNeighbours(i.cpu().numpy(), v.cpu().numpy())
+
+
+def decoder_neighbours(W_dec: Any, top: int = 5, *, rows: Sequence[int] | None = None,
+                       block_rows: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """For each decoder row (or each of ``rows``), the ``top`` other rows with the highest
+    cosine (self excluded): the search of :func:`decoder_similarity` within one matrix.
+
+    The rows are compared as given (float32): pass one SAE's ``W_dec``, whose rows share one
+    (standardised) space, or input-space directions (:meth:`fastsae.TopKSAE.feature_directions`).
+    An all-zero row has cosine 0 with every row.
+
+    Returns ``(ids [m, top] int64, cos [m, top] float32)``, best first, ties to the lower id;
+    with fewer than ``top + 1`` rows the rest is padded with id -1 and cosine nan. The
+    ``m x n`` similarity is computed ``block_rows`` query rows at a time (by default blocks of
+    about 16M entries, 64 MB), never whole.
+    """
+    top = check_int(top, "top", min=0)
+    block_rows = check_int(block_rows, "block_rows", min=1, none=True)
+    U = _unit_rows_or_zero(W_dec)
+    n = U.shape[0]
+    q = np.arange(n, dtype=np.int64) if rows is None else np.asarray(rows, dtype=np.int64)
+    if q.size and (q.min() < 0 or q.max() >= n):
+        raise ValueError(f"rows out of range [0, {n})")
+    top_eff = min(top, n - 1)
+    ids = np.full((len(q), top), -1, np.int64)
+    cos = np.full((len(q), top), np.nan, np.float32)
+    if top_eff <= 0 or q.size == 0:
+        return ids, cos
+    keys, own = torch.from_numpy(U), torch.from_numpy(q)
+    step = block_rows or max(1, (1 << 24) // n)
+    i, v = _topk_blocked(keys, keys[own], top_eff, step, key_block=n, exclude=own)
+    ids[:, :top_eff] = i.numpy()
+    cos[:, :top_eff] = v.numpy()
+    return ids, cos
 
 
 def _nn1(a: torch.Tensor, b: torch.Tensor, block_size: int) -> tuple[np.ndarray, np.ndarray]:
