@@ -1,9 +1,9 @@
 """Co-occurrence of top-k SAE codes and what is built on it (paper section 4.2):
 
-* :mod:`.result` -- the result :class:`Cooccurrence` (C, D, freq, n_rows) and its ``.npz`` file;
+* :mod:`.result` -- the result :class:`Cooccurrence` (C, D, freq, n_rows), its ``.npz`` file, and
+  the normalisations (``normalize``, ``npmi``, ...) and ``threshold``;
 * :mod:`.accumulate` -- :class:`CooccurrenceAccumulator` and :func:`cooccurrence` (native core,
   streaming over chunks);
-* :mod:`.normalize` -- the normalisations (``normalize``, ``npmi``, ...) and ``threshold``;
 * :mod:`._check` -- the structure and content checks of results and their files;
 * :mod:`.forest` -- the maximum spanning forest of a (normalised) co-occurrence graph;
 * :mod:`.distributed` -- co-occurrence across ``torch.distributed`` ranks.
@@ -12,17 +12,21 @@ This package re-exports every name the single module ``fastsae.cooc`` had. Priva
 are looked up at call time (``_available_memory``) live in :mod:`.accumulate`: patch them there.
 """
 
-from .result import Cooccurrence, Matrix, _csr_unchecked
-from .accumulate import (
+# Private names the single module had and tests or callers reach (re-exported, not in __all__).
+from ._check import check_contents, check_structure, read_npz  # noqa: F401
+from .accumulate import (  # noqa: F401
     DEFAULT_CHUNK_ENTRIES,
     CooccurrenceAccumulator,
     _available_memory,
     cooccurrence,
     default_chunk_size,
 )
-from .normalize import (
+from .result import (  # noqa: F401
     NORMALIZATIONS,
+    Cooccurrence,
+    Matrix,
     _check_result,
+    _csr_unchecked,
     _entries,
     _like,
     _npmi,
@@ -34,7 +38,6 @@ from .normalize import (
     npmi,
     threshold,
 )
-from ._check import check_contents, check_structure, read_npz
 
 __all__ = [
     "Cooccurrence",
