@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds fastsae with AddressSanitizer into /tmp and runs the hypothesis fuzz program of
-# tests/test_bad_input.py (FUZZ) against it: a stronger check than "no crash", since any invalid
+# tests/cooc/test_bad_input.py (FUZZ) against it: a stronger check than "no crash", since any invalid
 # read or write in the native core aborts the run. Entry points: the native accumulator and
 # totals, the spanning forest (dense and raw CSR), structurally malformed sparse matrices of
 # every scipy format through every public function that takes one (MSF, threshold,
@@ -24,7 +24,7 @@ cp "$out"/site/fastsae/_native*.so "$out/pkg/fastsae/"
 start=$(date +%s)
 FUZZ_ENTRY="${*:2}" LD_PRELOAD="$preload" "$venv/bin/python" -W ignore - "$out/pkg" "${1:-10000}" <<'PY'
 import sys
-sys.path.insert(0, sys.argv[1]); sys.path.insert(1, "tests")
+sys.path.insert(0, sys.argv[1]); sys.path[1:1] = ["tests/cooc", "tests"]  # test_bad_input, and the conftest it imports
 import fastsae
 assert fastsae.__file__.startswith(sys.argv[1]), fastsae.__file__
 import test_bad_input

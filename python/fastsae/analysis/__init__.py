@@ -9,7 +9,6 @@ returning data plus a function drawing the paper's figure.
 """
 
 from . import geometry, splitting
-
 from .families import (
     Family,
     FamilyStats,

@@ -57,9 +57,10 @@ from typing import Iterable, Sequence
 import numpy as np
 import scipy.sparse as sp
 
+from .._plot import new_figure, save_figure
 from ..cooc import Cooccurrence, normalize_frequency, threshold
-from ..graph import maximum_spanning_forest
-from .._cooc_check import check_structure
+from ..cooc._check import check_structure
+from ..cooc.forest import maximum_spanning_forest
 
 
 @dataclass
@@ -433,45 +434,34 @@ def family_table(stats_by_sae: "dict[str, FamilyStats]") -> str:
 # Figures
 
 
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def plot_permuted_cooccurrence(cooc: Cooccurrence, families: Sequence[Family], path: str, *, max_features: int = 400,
                                normalized: bool = True) -> str:
     """Fig. 2: C (frequency-normalised by default) permuted into family blocks, first
     ``max_features`` latents of the order, log colour scale."""
-    plt = _plt()
+    from matplotlib.patches import Rectangle
+
     order = block_order(families, cooc.n_latents)[:max_features]
     M = _dense(normalize_frequency(cooc)) if normalized else _dense(cooc.counts).astype(float)
     sub = M[np.ix_(order, order)]
-    fig, ax = plt.subplots(figsize=(5, 5))
+    fig, ax = new_figure(5, 5)
     im = ax.imshow(np.log10(sub + 1e-4), cmap="magma", interpolation="nearest")
     pos = 0
     for f in sorted(families, key=lambda f: (-len(f.members), f.parent)):
         size = len(f.members)
         if pos + size > len(order):
             break
-        ax.add_patch(plt.Rectangle((pos - 0.5, pos - 0.5), size, size, fill=False, edgecolor="cyan", lw=0.6))
+        ax.add_patch(Rectangle((pos - 0.5, pos - 0.5), size, size, fill=False, edgecolor="cyan", lw=0.6))
         pos += size
     fig.colorbar(im, ax=ax, label="log10 normalised co-occurrence")
     ax.set_title("co-occurrence permuted by feature families")
-    fig.tight_layout()
-    fig.savefig(path, dpi=130)
-    plt.close(fig)
+    save_figure(fig, path, dpi=130)
     return path
 
 
 def plot_family_stats(stats: FamilyStats, path: str) -> str:
     """Fig. 14: histograms of family sizes, R(p, C) and in-block/off-block ratios; Fig. 16 inset:
     new families per iteration."""
-    plt = _plt()
-    fig, axes = plt.subplots(1, 4, figsize=(14, 3.2))
+    fig, axes = new_figure(14, 3.2, ncols=4)
     for ax, data, title in ((axes[0], stats.sizes, "family size"), (axes[1], stats.r_cooc, "R(p, C)"),
                             (axes[2], stats.c_diag_over_off, "C_diag / C_off")):
         d = np.asarray(data, dtype=float)
@@ -482,7 +472,5 @@ def plot_family_stats(stats: FamilyStats, path: str) -> str:
     axes[3].bar(its, [stats.per_iteration[i] for i in its], color="C1")
     axes[3].set_title("new families per iteration")
     axes[3].set_xlabel("iteration")
-    fig.tight_layout()
-    fig.savefig(path, dpi=130)
-    plt.close(fig)
+    save_figure(fig, path, dpi=130)
     return path

@@ -131,46 +131,12 @@ def unit_rows(W: Any) -> np.ndarray:
 def decoder_neighbours(W_dec: Any, top: int = 5, *, rows: Sequence[int] | None = None,
                        block_rows: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """For each decoder row (or each of ``rows``), the ``top`` other rows with the highest
-    cosine (self excluded).
+    cosine (self excluded): :func:`fastsae.analysis.splitting.decoder_neighbours`, the one
+    blocked neighbour search (ids ``[m, top]`` int64, cosines float32, ties to the lower id,
+    padded with -1 / nan; never the whole ``m x n`` similarity)."""
+    from ..analysis.splitting import decoder_neighbours as search
 
-    The rows are compared as given: the report passes one SAE's ``W_dec``, whose rows share one
-    (standardised) space. To compare with anything outside it, pass input-space directions
-    (:meth:`fastsae.TopKSAE.feature_directions`).
-
-    Returns ``(ids [m, top] int64, cos [m, top] float32)``, best first, ties to the lower id;
-    with fewer than ``top + 1`` latents the rest is padded with id -1 and cosine nan. The
-    ``m x n`` similarity is computed ``block_rows`` rows at a time (by default blocks of about
-    16M entries, 64 MB), never whole.
-    """
-    U = unit_rows(W_dec)
-    n = U.shape[0]
-    q = np.arange(n, dtype=np.int64) if rows is None else np.asarray(rows, dtype=np.int64)
-    if q.size and (q.min() < 0 or q.max() >= n):
-        raise ValueError(f"rows out of range [0, {n})")
-    top_eff = min(top, n - 1)
-    ids = np.full((len(q), top), -1, np.int64)
-    cos = np.full((len(q), top), np.nan, np.float32)
-    if top_eff <= 0:
-        return ids, cos
-    step = block_rows or max(1, (1 << 24) // n)
-    for a in range(0, len(q), step):
-        qb = q[a : a + step]
-        S = U[qb] @ U.T  # [b, n]
-        S[np.arange(len(qb)), qb] = -np.inf  # never one's own neighbour
-        cand = np.argpartition(-S, top_eff - 1, axis=1)[:, :top_eff]
-        cs = np.take_along_axis(S, cand, axis=1)
-        # The partition keeps the top values but not the id order among ties: widen to every
-        # column tied with the cut-off only when ties actually occur (rare with float weights).
-        cut = cs.min(axis=1, keepdims=True)
-        tied = (S >= cut).sum(axis=1) > top_eff
-        order = np.lexsort((cand, -cs), axis=1)
-        cand, cs = np.take_along_axis(cand, order, axis=1), np.take_along_axis(cs, order, axis=1)
-        for r in np.nonzero(tied)[0]:
-            j = np.lexsort((np.arange(n), -S[r]))[:top_eff]
-            cand[r], cs[r] = j, S[r, j]
-        ids[a : a + step, :top_eff] = cand
-        cos[a : a + step, :top_eff] = cs
-    return ids, cos
+    return search(W_dec, top, rows=rows, block_rows=block_rows)
 
 
 def top_cooccurring(counts: Any, freq: np.ndarray, top: int = 5, *,

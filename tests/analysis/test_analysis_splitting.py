@@ -723,3 +723,47 @@ def test_plot_input_errors(results, tmp_path):
         S.plot_split_heatmap(results["W"], [[0], [0], [0]], tmp_path / "x.png", color_by="activation")
     with pytest.raises(ValueError, match="color_by"):
         S.plot_split_heatmap(results["W"], [[0], [0], [0]], tmp_path / "x.png", color_by="jaccard")
+
+
+@pytest.mark.parametrize("top,block_rows", [(1, None), (4, None), (4, 2), (1, 3)])
+def test_decoder_neighbours_exclude_self_and_match_bruteforce(rng, top, block_rows):
+    """The report's neighbour search (one SAE's rows among themselves) on the same blocked core as
+    decoder_similarity: self excluded, ties (duplicate rows, a zero row) to the lower id."""
+    W = rng.normal(size=(41, 16)) * rng.uniform(0.2, 5.0, size=(41, 1))
+    W[9] = W[4]
+    W[30] = 3.0 * W[4]
+    W[17] = 0.0  # no direction: cosine 0 with every row
+    rows = [4, 0, 17, 40, 30]
+    ids, cos = S.decoder_neighbours(W, top, rows=rows, block_rows=block_rows)
+    assert ids.shape == cos.shape == (5, top) and ids.dtype == np.int64 and cos.dtype == np.float32
+    U = np.zeros_like(W)
+    live = np.linalg.norm(W, axis=1) > 0
+    U[live] = W[live] / np.linalg.norm(W[live], axis=1, keepdims=True)
+    full = U @ U.T
+    for r, j in enumerate(rows):
+        s = np.round(full[j], 5)  # float32 rounding must not reorder: compare on rounded values
+        s[j] = -np.inf
+        expect = np.lexsort((np.arange(41), -s))[:top]
+        assert ids[r].tolist() == expect.tolist(), (j, ids[r], expect)
+        np.testing.assert_allclose(cos[r], full[j, expect], atol=2e-6)
+    if top >= 2:
+        assert ids[0, :2].tolist() == [9, 30]
+    assert ids[2].tolist() == [0, 1, 2, 3][:top]  # the zero row: all ties at 0, lowest ids
+    from fastsae.report.data import decoder_neighbours as report_search
+    r_ids, r_cos = report_search(W, top, rows=rows, block_rows=block_rows)
+    np.testing.assert_array_equal(r_ids, ids)
+    np.testing.assert_array_equal(r_cos, cos)
+
+
+def test_decoder_neighbours_pads_and_checks(rng):
+    ids, cos = S.decoder_neighbours(rng.normal(size=(3, 5)), 4)
+    assert (ids[:, 2:] == -1).all() and np.isnan(cos[:, 2:]).all()
+    assert sorted(ids[0, :2].tolist()) == [1, 2]
+    ids, cos = S.decoder_neighbours(np.ones((1, 4)), 2)
+    assert ids.tolist() == [[-1, -1]] and np.isnan(cos).all()
+    with pytest.raises(ValueError, match="out of range"):
+        S.decoder_neighbours(rng.normal(size=(5, 3)), 2, rows=[5])
+    with pytest.raises(TypeError, match="top must be an int"):
+        S.decoder_neighbours(rng.normal(size=(5, 3)), 2.5)
+    with pytest.raises(ValueError, match="block_rows"):
+        S.decoder_neighbours(rng.normal(size=(5, 3)), 2, block_rows=0)

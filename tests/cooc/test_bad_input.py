@@ -568,7 +568,7 @@ def test_native_errors_are_never_bare_cxx_messages():
 def test_accumulator_refuses_tables_the_machine_cannot_hold(monkeypatch, dense):
     """The native accumulator zeroes its tables, so an allocation beyond the machine's memory
     would be killed by the OOM killer instead of failing: the wrapper checks first."""
-    import fastsae.cooc as cooc_module
+    import fastsae.cooc.accumulate as cooc_module  # where the accumulator looks it up
 
     monkeypatch.setattr(cooc_module, "_available_memory", lambda: 2**30)  # 1 GiB free
     n = 2**13 + 1 if dense else 2**24  # dense: 16 n^2 just above 1 GiB; sparse: 88 n = 1.4 GiB

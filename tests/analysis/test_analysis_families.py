@@ -294,3 +294,42 @@ def test_precise_bad_parameters():
     for bad in (-1.0, float("inf"), float("nan"), "3"):
         with pytest.raises(ValueError, match="precise_min_z"):
             feature_families(cooc, method="precise", precise_min_z=bad)
+
+
+def test_figures_never_touch_pyplot_or_the_global_backend():
+    """Every analysis figure is drawn through fastsae._plot (an Agg canvas): plotting in a fresh
+    interpreter leaves pyplot unimported and matplotlib's backend as the user set it."""
+    from conftest import run_python
+
+    code = '''
+import sys, numpy as np, matplotlib
+matplotlib.use("svg")
+import fastsae
+from fastsae.analysis import feature_families, family_stats, plot_family_stats, plot_permuted_cooccurrence
+from fastsae.analysis import geometry, splitting
+rng = np.random.default_rng(0)
+idx = np.stack([rng.choice(np.arange(1, 12), 3, replace=False) for _ in range(300)])
+idx[:150, 0] = 0  # latent 0 fires with everything in half the rows: a parent
+cooc = fastsae.cooccurrence(idx, rng.uniform(0.5, 1.0, idx.shape), 12)
+fams = feature_families(cooc)
+plot_permuted_cooccurrence(cooc, fams, "f2.png")
+plot_family_stats(family_stats(cooc, fams), "f14.png")
+W = rng.normal(size=(12, 6))
+geometry.plot_log_density({"a": geometry.log_feature_density(cooc)}, "fd.png")
+splitting.plot_nn_cosines({"a": splitting.decoder_similarity(W, W[:5] + 0.1)}, "nn.png")
+for p in ("f2.png", "f14.png", "fd.png", "nn.png"):
+    assert open(p, "rb").read(8) == b"\\x89PNG\\r\\n\\x1a\\n", p
+print("pyplot" if "matplotlib.pyplot" in sys.modules else "no-pyplot", matplotlib.get_backend())
+'''
+    import os
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d:
+        cwd = os.getcwd()
+        os.chdir(d)
+        try:
+            out = run_python(code, timeout=300)
+        finally:
+            os.chdir(cwd)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.split() == ["no-pyplot", "svg"]
