@@ -16,7 +16,8 @@ import warnings
 
 import torch
 
-from .model import TopKSAE, _atomic_write, _write_text
+from ..io import atomic_write_text
+from .model import TopKSAE
 
 
 _STEP_DIR = re.compile(r"step-(\d{9})")
@@ -43,7 +44,7 @@ def save_checkpoint(ckpt_dir: str, sae: TopKSAE, opt: torch.optim.Optimizer, sta
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)  # an error here; a kill is cleaned up at the next start
         raise
-    _atomic_write(os.path.join(ckpt_dir, "latest"), lambda p: _write_text(p, name + "\n"))
+    atomic_write_text(os.path.join(ckpt_dir, "latest"), name + "\n")
     others = sorted(d for d in os.listdir(ckpt_dir) if _STEP_DIR.fullmatch(d) and d != name)
     older = [d for d in others if int(d[5:]) < step]
     for old in older[:-1] + ([d for d in others if int(d[5:]) > step] if drop_later else []):

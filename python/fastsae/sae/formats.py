@@ -43,6 +43,7 @@ from typing import Any
 
 import torch
 
+from .._checks import ArgumentTypeError, check_choice
 from .model import TopKSAE
 
 FORMATS = ("fastsae", "paper", "openai", "sparsify", "saelens")
@@ -535,8 +536,7 @@ def load_sae(path_or_dict: Mapping | str | os.PathLike, *, format: str = "auto",
     directory keeps its standardisation (``decode`` then returns the input space, as for any
     :class:`TopKSAE`); every other format comes without one.
     """
-    if format != "auto" and format not in FORMATS:
-        raise ValueError(f"format must be 'auto' or one of {FORMATS}, got {format!r}")
+    check_choice(format, "format", ("auto", *FORMATS))
     if isinstance(path_or_dict, Mapping):
         if format in ("auto", "openai"):
             return load_openai_sae(path_or_dict, k=k)
@@ -545,7 +545,7 @@ def load_sae(path_or_dict: Mapping | str | os.PathLike, *, format: str = "auto",
             return _paper_from_state_dict(_state_dict(path_or_dict, source), k, source, None)
         raise ValueError(f"format {format!r} needs a path, not a state dict")
     if not isinstance(path_or_dict, (str, os.PathLike)):
-        raise ValueError(f"expected a path or a state dict, got {type(path_or_dict).__name__}")
+        raise ArgumentTypeError(f"expected a path or a state dict, got {type(path_or_dict).__name__}")
     p = Path(path_or_dict)
     if not p.exists():
         raise ValueError(f"{p}: no such file or directory")

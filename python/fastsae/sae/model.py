@@ -27,16 +27,16 @@ from __future__ import annotations
 
 import json
 import math
-import numbers
 import os
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 import torch
 from torch import nn
 
-from . import ops
-from .ops import SparseCode
-from .io import atomic_write as _atomic_write  # noqa: F401 (also used by trainer, sweeps)
+from .. import ops
+from .._checks import check_int, check_number
+from ..io import atomic_write, atomic_write_text
+from ..ops import SparseCode
 
 FORMAT_VERSION = 1
 
@@ -74,14 +74,19 @@ class SAEOutput(NamedTuple):
     """``[B, d]`` reconstruction in the standardised space (``W_dec^T h + b_pre``)."""
     target_standardized: torch.Tensor
     """``[B, d]`` the standardised input the reconstruction is compared with."""
+    aux_loss: torch.Tensor | None = None
+    """Scalar AuxK loss (paper appendix A.2), unweighted: the top-``k_aux`` dead latents'
+    reconstruction of the main residual ``target_standardized - recon_standardized``
+    (detached), its squared error summed over dimensions and averaged over the batch, divided
+    by the residual's total variance around its mean (batch statistics, summed over ranks by
+    ``reduce``). Gradients reach only the dead latents' encoder and decoder rows. ``None``
+    without ``dead_mask``; a zero scalar when ``dead_mask`` marks no latent."""
 
 
 class TopKSAE(nn.Module):
     def __init__(self, d_in: int, n_latents: int, k: int, *, dtype: torch.dtype = torch.float32, device=None):
         super().__init__()
-        for name, v in (("d_in", d_in), ("n_latents", n_latents), ("k", k)):
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"{name} must be a positive int, got {v!r}")
+        d_in, n_latents, k = (check_int(v, name, min=1) for name, v in (("d_in", d_in), ("n_latents", n_latents), ("k", k)))
         if k > n_latents:
             raise ValueError(f"k={k} must not exceed n_latents={n_latents}")
         self.d_in, self.n_latents, self.k = d_in, n_latents, k
@@ -161,21 +166,64 @@ class TopKSAE(nn.Module):
         return recon if standardized else self.destandardize(recon)
 
     def forward(self, x: torch.Tensor, *, mse_scale: float | torch.Tensor | None = None,
-                standardized: bool = False) -> SAEOutput:
-        """Encode and decode ``x`` ``[B, d]``; see :class:`SAEOutput` for the fields and their
-        spaces. ``standardized=True``: ``x`` is already standardised (``recon`` is then in
-        that space too). ``mse_scale``: the normaliser of ``nmse`` (a positive number or a
-        scalar tensor, in the standardised space); None normalises by the batch's variance."""
+                standardized: bool = False, dead_mask: torch.Tensor | None = None, k_aux: int | None = None,
+                compute_dtype: torch.dtype | None = None, project_grad: bool = False,
+                reduce: Callable[[torch.Tensor], torch.Tensor] | None = None) -> SAEOutput:
+        """Encode and decode ``x`` ``[B, d]``, with the losses; see :class:`SAEOutput` for the
+        fields and their spaces. This is the one forward of the model: inference and the
+        trainer's step both call it.
+
+        ``standardized=True``: ``x`` is already standardised (``recon`` is then in that space
+        too). ``mse_scale``: the normaliser of ``nmse`` (a positive number or a scalar tensor,
+        in the standardised space); None normalises by the batch's variance.
+
+        Training options (the trainer's step):
+
+        * ``dead_mask`` (``[n]`` bool) and ``k_aux``: compute ``aux_loss``, the AuxK loss of the
+          top-``min(k_aux, dead count)`` latents among the dead ones (one encoder pass selects
+          both codes; ``k_aux`` defaults to ``2k``, at most n). Reading the dead count is a host
+          synchronisation.
+        * ``compute_dtype`` (e.g. ``torch.bfloat16``): mixed precision. The encode and decode
+          see copies of ``W_enc``, ``b_enc``, ``W_dec`` in that dtype (made per call, so
+          autograd hands gradients in the weights' dtype back to the parameters); ``b_pre``,
+          the reconstruction, the losses stay in the weights' dtype (``b_pre`` is added in full
+          precision). None: the weights' dtype.
+        * ``project_grad``: the decode's backward removes each touched decoder row's gradient
+          component along the row (``ops.sparse_decode(..., project_grad=True)``, fused on the
+          Triton path), for the main and the AuxK decode. Not with a ``compute_dtype`` other
+          than the weights' (projecting along bf16-rounded rows would leave a parallel
+          component: project the full-precision gradient instead).
+        * ``reduce``: a function summing a tensor over data-parallel ranks in place and
+          returning it (the trainer passes a ``torch.distributed`` all-reduce), applied to the
+          AuxK residual statistics so that the loss is that of the global batch. None: this
+          process's batch is the whole batch.
+        """
         self._check_input(x)
         if mse_scale is not None and not isinstance(mse_scale, torch.Tensor):
-            if isinstance(mse_scale, bool) or not isinstance(mse_scale, numbers.Real):
-                raise TypeError(f"mse_scale must be a number or a tensor, got {type(mse_scale).__name__}")
-            if not (math.isfinite(float(mse_scale)) and mse_scale > 0):
-                raise ValueError(f"mse_scale must be finite and > 0, got {mse_scale!r}")
-        x = x.to(self.W_enc.dtype)
+            check_number(mse_scale, "mse_scale", min=0, min_open=True)
+        dtype = self.W_enc.dtype
+        cdtype = dtype if compute_dtype is None else compute_dtype
+        mixed = cdtype != dtype
+        if project_grad and mixed:
+            raise ValueError("project_grad needs the weights' dtype as compute_dtype "
+                             f"(weights {dtype}, compute_dtype {cdtype})")
+        x = x.to(dtype)
         target_z = x if standardized else self.standardize(x)
-        code = ops.topk_encode(target_z - self.b_pre, self.W_enc, self.b_enc, self.k)
-        recon_z = ops.sparse_decode(code.indices, code.values, self.W_dec, self.b_pre)
+        z = (target_z - self.b_pre).to(cdtype)
+        W_enc, b_enc, W_dec = (p.to(cdtype) for p in (self.W_enc, self.b_enc, self.W_dec))
+        n_dead = 0 if dead_mask is None else int(dead_mask.sum())
+        if n_dead:
+            # one encoder pass gives the code and the top-k_aux among dead latents
+            k_aux = min(self.n_latents, 2 * self.k) if k_aux is None else check_int(k_aux, "k_aux", min=1)
+            code, aux_code = ops.topk_encode_aux(z, W_enc, b_enc, self.k, dead_mask, min(k_aux, n_dead))
+        else:
+            code = ops.topk_encode(z, W_enc, b_enc, self.k)
+        if mixed:  # b_pre added in full precision
+            recon_z = ops.sparse_decode(code.indices, code.values, W_dec).to(dtype) + self.b_pre
+        elif project_grad:
+            recon_z = ops.sparse_decode(code.indices, code.values, W_dec, self.b_pre, project_grad=True)
+        else:
+            recon_z = ops.sparse_decode(code.indices, code.values, W_dec, self.b_pre)
         mse = (recon_z - target_z).pow(2).sum(dim=1).mean()
         if mse_scale is None:
             var = (target_z - target_z.mean(dim=0)).pow(2).sum(dim=1).mean()
@@ -185,8 +233,13 @@ class TopKSAE(nn.Module):
             nmse = torch.where(ok, mse / torch.where(ok, var, torch.ones_like(var)), torch.full_like(mse, math.nan))
         else:
             nmse = mse / mse_scale
+        aux = None
+        if dead_mask is not None:
+            aux = torch.zeros((), dtype=nmse.dtype, device=nmse.device)
+            if n_dead:
+                aux = _aux_loss(aux_code, W_dec, (target_z - recon_z).detach(), project_grad, reduce)
         recon = recon_z if standardized else self.destandardize(recon_z)
-        return SAEOutput(recon, code, x, mse, nmse, recon_z, target_z)
+        return SAEOutput(recon, code, x, mse, nmse, recon_z, target_z, aux)
 
     @torch.no_grad()
     def feature_directions(self) -> torch.Tensor:
@@ -221,9 +274,8 @@ class TopKSAE(nn.Module):
 
         os.makedirs(path, exist_ok=True)
         tensors = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
-        _atomic_write(os.path.join(path, "sae.safetensors"), lambda tmp: save_file(tensors, tmp))
-        text = json.dumps(self.config(), indent=2) + "\n"
-        _atomic_write(os.path.join(path, "config.json"), lambda tmp: _write_text(tmp, text))
+        atomic_write(os.path.join(path, "sae.safetensors"), lambda tmp: save_file(tensors, tmp))
+        atomic_write_text(os.path.join(path, "config.json"), json.dumps(self.config(), indent=2) + "\n")
 
     @classmethod
     def load(cls, path: str | os.PathLike, *, device=None) -> "TopKSAE":
@@ -261,6 +313,24 @@ class TopKSAE(nn.Module):
 
     def extra_repr(self) -> str:
         return f"d_in={self.d_in}, n_latents={self.n_latents}, k={self.k}"
+
+
+def _aux_loss(aux_code: SparseCode, W_dec: torch.Tensor, residual: torch.Tensor, project_grad: bool,
+              reduce: Callable[[torch.Tensor], torch.Tensor] | None) -> torch.Tensor:
+    """AuxK (:attr:`SAEOutput.aux_loss`): the top-k_aux dead latents reconstruct the main
+    model's residual, normalised per batch by the residual's own variance around its
+    (global-batch) mean."""
+    aux = ops.sparse_decode(aux_code.indices, aux_code.values, W_dec, project_grad=project_grad).to(residual.dtype)
+    # Batch statistics summed over all ranks so that data parallelism changes nothing.
+    stats = torch.cat([residual.sum(0), residual.pow(2).sum().reshape(1),
+                       torch.tensor([residual.shape[0]], dtype=residual.dtype, device=residual.device)])
+    stats = stats.detach().clone()
+    if reduce is not None:
+        stats = reduce(stats)
+    count = stats[-1]
+    mean = stats[:-2] / count
+    var = (stats[-2] / count - mean.pow(2).sum()).clamp_min(1e-12)
+    return (aux - residual).pow(2).sum(dim=1).mean() / var
 
 
 # -- checkpoint validation (TopKSAE.load) ---------------------------------------------------------
@@ -328,8 +398,3 @@ def _check_values(state: dict, path: str) -> None:
     std = state["data_std"]
     if not bool((std > 0).all()):
         raise _bad(path, f"data_std must be > 0, got {float(std.min())} at dimension {int(std.argmin())}")
-
-
-def _write_text(path: str, text: str) -> None:
-    with open(path, "w") as f:
-        f.write(text)

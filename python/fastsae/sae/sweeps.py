@@ -16,8 +16,11 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .model import _atomic_write, _write_text
-from .trainer import TrainConfig, train
+from .._checks import check_int
+from .._plot import new_figure, save_figure
+from ..io import atomic_write, atomic_write_text
+from .config import TrainConfig
+from .trainer import train
 
 
 @dataclass
@@ -107,7 +110,9 @@ def sweep(data: Any, ks: Sequence[int], ns: Sequence[int], out_dir: str, *, eval
     finished ones (their ``result.json``)."""
     if not ks or not ns:
         raise ValueError("ks and ns must be non-empty")
-    pairs = [(int(k), int(n)) for k in ks for n in ns if int(k) < int(n)]
+    ks = [check_int(k, "ks[]", min=1) for k in ks]
+    ns = [check_int(n, "ns[]", min=1) for n in ns]
+    pairs = [(k, n) for k in ks for n in ns if k < n]
     if not pairs:
         raise ValueError("no (k, n) with k < n")
     for k, n in pairs:  # validate every config before training anything
@@ -130,8 +135,7 @@ def sweep(data: Any, ks: Sequence[int], ns: Sequence[int], out_dir: str, *, eval
         run = SweepRun(k, n, last.get("nmse_eval", last["nmse"]), last.get("log10_density_eval", float("nan")),
                        last.get("mean_activation_eval", float("nan")), last["dead_fraction"], last["flops"],
                        res.steps, model_dir)
-        text = json.dumps(asdict(run), indent=2) + "\n"
-        _atomic_write(done, lambda p: _write_text(p, text))
+        atomic_write_text(done, json.dumps(asdict(run), indent=2) + "\n")
         runs.append(run)
     result = SweepResult(runs)
     for k in sorted({r.k for r in runs}):
@@ -156,19 +160,17 @@ def write_sweep_outputs(result: SweepResult, out_dir: str, *, figures: bool = Tr
                 w.writerow([r.k, r.n_latents, f"{r.nmse:.6g}", f"{r.log10_density:.4g}", f"{r.mean_activation:.4g}",
                             f"{r.dead_fraction:.4g}", f"{r.flops:.4g}", r.steps])
 
-    _atomic_write(csv_path, write_csv)
+    atomic_write(csv_path, write_csv)
     files["table2.csv"] = csv_path
     md = ["| k | n | nMSE | log feature density | activation mean |", "|---:|---:|---:|---:|---:|"]
     md += [f"| {r.k} | {r.n_latents} | {r.nmse:.4f} | {r.log10_density:.2f} | {r.mean_activation:.3f} |" for r in rows]
-    md_text = "\n".join(md) + "\n"
-    _atomic_write(os.path.join(out_dir, "table2.md"), lambda p: _write_text(p, md_text))
+    atomic_write_text(os.path.join(out_dir, "table2.md"), "\n".join(md) + "\n")
     files["table2.md"] = os.path.join(out_dir, "table2.md")
     fits = {
         "L(n)": {str(k): asdict(f) | {"formula": f.formula("n")} for k, f in result.fits_n.items()},
         "L(C)": {str(k): asdict(f) | {"formula": f.formula("C")} for k, f in result.fits_flops.items()},
     }
-    fits_text = json.dumps(fits, indent=2) + "\n"
-    _atomic_write(os.path.join(out_dir, "fits.json"), lambda p: _write_text(p, fits_text))
+    atomic_write_text(os.path.join(out_dir, "fits.json"), json.dumps(fits, indent=2) + "\n")
     files["fits.json"] = os.path.join(out_dir, "fits.json")
     if figures:
         files.update(plot_scaling(result, out_dir))
@@ -177,17 +179,12 @@ def write_sweep_outputs(result: SweepResult, out_dir: str, *, figures: bool = Tr
 
 def plot_scaling(result: SweepResult, out_dir: str) -> dict[str, str]:
     """Figure 4: nMSE against n (left) and against training FLOPs (right), per k, log-log."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     out = {}
     for key, attr, fits, xlabel, var in (
         ("scaling_n.png", "n_latents", result.fits_n, "number of latents n", "n"),
         ("scaling_flops.png", "flops", result.fits_flops, "training compute C (FLOPs)", "C"),
     ):
-        fig, ax = plt.subplots(figsize=(5.5, 4))
+        fig, ax = new_figure(5.5, 4)
         for i, k in enumerate(sorted({r.k for r in result.runs})):
             rk = sorted((r for r in result.runs if r.k == k), key=lambda r: getattr(r, attr))
             x = np.array([getattr(r, attr) for r in rk], dtype=float)
@@ -206,11 +203,7 @@ def plot_scaling(result: SweepResult, out_dir: str) -> dict[str, str]:
         ax.set_ylabel("normalised MSE")
         ax.legend(fontsize=7)
         ax.grid(True, which="both", alpha=0.3)
-        fig.tight_layout()
-        path = os.path.join(out_dir, key)
-        _atomic_write(path, lambda p: fig.savefig(p, dpi=130, format="png"))
-        plt.close(fig)
-        out[key] = path
+        out[key] = save_figure(fig, os.path.join(out_dir, key), dpi=130)
     return out
 
 

@@ -14,153 +14,24 @@
 from __future__ import annotations
 
 import json
-import math
 import os
 import time
 import warnings
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import MISSING, asdict, dataclass, fields
-from typing import Any, NamedTuple
+from dataclasses import asdict
+from typing import Any
 
 import numpy as np
 import torch
 
-from . import ops
+from .. import ops
+from ..io import atomic_write_text
+from .batches import BatchSource, _resident_data  # noqa: F401 (_resident_data: the old trainer's name)
 from .checkpoints import load_checkpoint, remove_stale_temporaries, save_checkpoint
+from .config import RESUME_FREE_FIELDS, TrainConfig, TrainResult, _resume_differences
 from .data import ArraySource
-from .model import TopKSAE, _atomic_write, _write_text
-from .ops import SparseCode
-
-
-@dataclass
-class TrainConfig:
-    """Every choice of the training recipe. Defaults follow the paper (appendix A)."""
-
-    n_latents: int
-    """Number of latents n."""
-    k: int
-    """Active latents per example (1 <= k < n)."""
-    epochs: float = 1.0
-    """Passes over the data (fractions allowed); the last partial batch of an epoch is dropped."""
-    batch_size: int = 1024
-    """Examples per optimiser step (global, across all processes)."""
-    lr: float = 1e-4
-    """Adam learning rate (constant)."""
-    betas: tuple[float, float] = (0.9, 0.999)
-    """Adam betas."""
-    eps: float = 1e-8
-    """Adam epsilon."""
-    grad_clip: float = 1.0
-    """Maximum global gradient norm (clipping); 0 disables it."""
-    aux_alpha: float = 1 / 32
-    """Weight alpha of the AuxK loss; 0 disables it."""
-    k_aux: int | None = None
-    """Latents used by AuxK; default 2k (at most n)."""
-    dead_window: int | None = None
-    """A latent is dead after this many examples without firing; default one epoch (N)."""
-    standardize: bool = True
-    """Standardise inputs to zero mean, unit variance per dimension (paper default)."""
-    median_sample: int = 8192
-    """Rows sampled for the geometric-median initialisation of b_pre."""
-    seed: int = 0
-    """Seed for initialisation and data order."""
-    eval_fraction: float = 0.05
-    """Fraction of rows held out for evaluation metrics when no eval data is given."""
-    log_every: int = 50
-    """Steps between metric records."""
-    checkpoint_dir: str | None = None
-    """Directory for checkpoints and metrics.jsonl; None keeps everything in memory."""
-    checkpoint_every: int = 1000
-    """Steps between checkpoints (one is always written at the end)."""
-    resume: bool = False
-    """Continue from the latest checkpoint in checkpoint_dir, if there is one: the one ``latest``
-    names or, when ``latest`` is missing or names a missing, incomplete or damaged folder, the
-    newest complete step folder (with a warning). A step folder is complete when its
-    ``config.json``, ``sae.safetensors`` and ``trainer.pt`` are present and load (validated, see
-    :meth:`TopKSAE.load`) and ``trainer.pt`` holds the state of the step in its name; step
-    folders none of which is complete are an error, never silently replaced. The checkpoint must
-    come from the same run: every field but those in :data:`RESUME_FREE_FIELDS` equal, and the
-    same data (and eval data) by :meth:`ArraySource.fingerprint`; see ``resume_mismatch``."""
-    resume_mismatch: str = "error"
-    """What resume does when the checkpoint comes from another configuration or other data:
-    "error" (default) raises a ValueError listing each differing field (checkpoint's value vs
-    this run's); "allow" warns with the same list and continues (the continued run is then no
-    longer the run either configuration describes). A checkpoint written before fastsae stored
-    data fingerprints resumes with a warning that the data cannot be checked."""
-    max_steps: int | None = None
-    """Stop after this many steps in total (for tests and time budgets)."""
-    dtype: str = "float32"
-    """Parameter dtype: float32 or float64."""
-    compute_dtype: str | None = None
-    """Arithmetic of the encode and decode. None: the parameter dtype. "bfloat16": mixed
-    precision, the fast path of the GPU kernels (fp32 Triton GEMMs run without tensor cores):
-    each step encodes and decodes with bf16 copies of the weights, while the parameters, the
-    Adam state, the loss, the decoder projection and the metrics stay in ``dtype``."""
-    device: str | None = None
-    """Device; default cuda when available (then the Triton kernels apply), else cpu."""
-    progress: bool = True
-    """Show a progress bar."""
-    prefetch: bool | None = None
-    """Load the next batch on a background thread while the current step runs (into pinned
-    memory, copied asynchronously, on a GPU). None: on when training on a GPU, where the host's
-    gather of a batch otherwise takes as long as the step itself."""
-    data_on_device: bool | None = None
-    """Copy the training data to the device once and gather each batch there: no host work per
-    step. None: on a GPU when the data (in ``dtype``) takes at most a quarter of its free memory."""
-
-    def __post_init__(self):
-        for name in ("n_latents", "k", "batch_size", "log_every", "checkpoint_every", "median_sample"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"{name} must be a positive int, got {v!r}")
-        if self.k >= self.n_latents:
-            raise ValueError(f"k={self.k} must be smaller than n_latents={self.n_latents}")
-        if not (self.epochs > 0 and math.isfinite(self.epochs)):
-            raise ValueError(f"epochs must be > 0, got {self.epochs}")
-        if not self.lr > 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
-        if self.grad_clip < 0 or self.aux_alpha < 0:
-            raise ValueError("grad_clip and aux_alpha must be >= 0")
-        if self.k_aux is not None and not 1 <= self.k_aux <= self.n_latents:
-            raise ValueError(f"k_aux must be in [1, n_latents], got {self.k_aux}")
-        if self.dead_window is not None and self.dead_window < 1:
-            raise ValueError("dead_window must be >= 1")
-        if not 0 <= self.eval_fraction < 1:
-            raise ValueError("eval_fraction must be in [0, 1)")
-        if self.dtype not in ("float32", "float64"):
-            raise ValueError(f"dtype must be float32 or float64, got {self.dtype!r}")
-        if self.compute_dtype not in (None, "bfloat16"):
-            raise ValueError(f"compute_dtype must be None or 'bfloat16', got {self.compute_dtype!r}")
-        if self.max_steps is not None and self.max_steps < 1:
-            raise ValueError("max_steps must be >= 1")
-        if self.resume_mismatch not in ("error", "allow"):
-            raise ValueError(f"resume_mismatch must be 'error' or 'allow', got {self.resume_mismatch!r}")
-        self.betas = tuple(self.betas)
-
-    @property
-    def k_aux_effective(self) -> int:
-        return min(self.n_latents, self.k_aux if self.k_aux is not None else 2 * self.k)
-
-
-RESUME_FREE_FIELDS = frozenset({
-    "max_steps", "log_every", "checkpoint_dir", "checkpoint_every", "resume", "resume_mismatch", "device",
-    "progress", "prefetch", "data_on_device"})
-"""TrainConfig fields a resumed run may change. Every other field defines the run (a field added
-later defines it too unless listed here). ``max_steps`` is where one invocation stops (a time
-budget: resuming with a larger one continues the same run); ``log_every`` changes only how
-often metrics are recorded from the resume on (the parameters do not depend on it); the
-checkpoint location and interval, the device and the data-loading options change how the run
-is executed, not what it computes (another device may differ in the last bits)."""
-
-
-class TrainResult(NamedTuple):
-    sae: TopKSAE
-    """The trained model (weights, standardisation statistics)."""
-    history: list[dict]
-    """One record per log interval (see :func:`train`), also in checkpoint_dir/metrics.jsonl."""
-    config: TrainConfig
-    steps: int
-    """Optimiser steps taken in total (including before a resume)."""
+from .encode import encode_dataset
+from .model import TopKSAE, _aux_loss  # noqa: F401 (_aux_loss: the old trainer's name)
+from ..ops import SparseCode  # noqa: F401 (re-exported, as the old trainer did)
 
 
 def make_optimizer(sae: TopKSAE, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -227,7 +98,8 @@ def _initialise(sae: TopKSAE, sample: torch.Tensor, generator: torch.Generator) 
     # reconstruction is linear in s, so one pass at s = 1 gives s.
     sae.W_enc.copy_(sae.W_dec)
     z = sample.to(sae.W_enc.dtype) - sae.b_pre
-    code = ops.topk_encode(z, sae.W_enc, sae.b_enc, sae.k)
+    code = sae.encode(sample, standardized=True)
+    # without b_pre: the part of the reconstruction that scales with s
     recon = ops.sparse_decode(code.indices, code.values, sae.W_dec)
     scale = z.norm(dim=1).mean() / recon.norm(dim=1).mean().clamp_min(1e-12)
     sae.W_enc.mul_(scale)
@@ -252,85 +124,8 @@ def _all_reduce_(t: torch.Tensor) -> torch.Tensor:
     return t
 
 
-def _resume_differences(state: dict, cfg: TrainConfig, data: dict) -> tuple[list[str], list[str]]:
-    """``(differences, unchecked)`` between the run that wrote ``state`` and this one: every
-    field outside :data:`RESUME_FREE_FIELDS` (``k_aux`` and ``dead_window`` by their effective
-    values) and the data fingerprints. ``unchecked`` says what an older checkpoint did not store."""
-    diffs, unchecked = [], []
-    try:
-        old = json.loads(state["config"]) if "config" in state else None
-    except (TypeError, json.JSONDecodeError):
-        old = None
-    if not isinstance(old, dict):
-        unchecked.append("the configuration")
-    else:
-        new = json.loads(json.dumps(asdict(cfg)))
-        defaults = {f.name: f.default for f in fields(TrainConfig) if f.default is not MISSING}
-        defaults = json.loads(json.dumps(defaults))
-        n_train = data["n_train"]
-
-        def effective(c: dict, name: str):
-            v = c.get(name, defaults.get(name))
-            if name == "k_aux" and isinstance(c.get("n_latents"), int) and isinstance(c.get("k"), int):
-                return min(c["n_latents"], v if v is not None else 2 * c["k"])
-            if name == "dead_window":
-                return v or n_train
-            return v
-
-        for f in fields(TrainConfig):
-            if f.name in RESUME_FREE_FIELDS:
-                continue
-            a, b = effective(old, f.name), effective(new, f.name)
-            if a != b:
-                diffs.append(f"{f.name}: {a!r} (checkpoint) vs {b!r} (this run)")
-    old_data = state.get("data")
-    if not isinstance(old_data, dict):
-        unchecked.append("the data")
-    else:
-        for role in ("train", "eval"):
-            a, b = old_data.get(role), data[role]
-            what = "data" if role == "train" else "eval_data"
-            if a is None or b is None:
-                if a != b:
-                    diffs.append(f"{what}: {'given' if a else 'none'} (checkpoint) vs {'given' if b else 'none'} (this run)")
-                continue
-            for key in b:
-                if a.get(key) != b[key]:
-                    diffs.append(f"{what} {key}: {a.get(key)!r} (checkpoint) vs {b[key]!r} (this run)")
-    return diffs, unchecked
-
 
 # ------------------------------------------------------------------------------------------------
-
-
-def _resident_data(source: ArraySource, cfg: TrainConfig, dtype: torch.dtype, device: torch.device):
-    """The whole data array on ``device`` (in ``dtype``) when ``cfg.data_on_device`` asks for it
-    or, left at None, when it fits a quarter of the GPU's free memory; else None."""
-    nbytes = source.n_rows * source.d * torch.empty((), dtype=dtype).element_size()
-    want = cfg.data_on_device
-    if want is None:
-        want = device.type == "cuda" and nbytes <= torch.cuda.mem_get_info(device)[0] // 4
-    if not want:
-        return None
-    out = torch.empty(source.n_rows, source.d, dtype=dtype, device=device)
-    for a, block in source.chunks():  # bounded host memory, whatever N
-        out[a : a + block.shape[0]].copy_(torch.from_numpy(block).to(dtype))
-    return out
-
-
-def _aux_loss(aux_code, W_dec: torch.Tensor, residual: torch.Tensor, project_grad: bool = False):
-    """AuxK: the top-k_aux dead latents reconstruct the main model's residual.
-
-    Normalised per batch by the residual's own variance around its (global-batch) mean."""
-    aux = ops.sparse_decode(aux_code.indices, aux_code.values, W_dec, project_grad=project_grad).to(residual.dtype)
-    # Batch statistics summed over all ranks so that data parallelism changes nothing.
-    stats = torch.cat([residual.sum(0), residual.pow(2).sum().reshape(1),
-                       torch.tensor([residual.shape[0]], dtype=residual.dtype, device=residual.device)])
-    stats = _all_reduce_(stats.detach().clone())
-    count = stats[-1]
-    mean = stats[:-2] / count
-    var = (stats[-2] / count - mean.pow(2).sum()).clamp_min(1e-12)
-    return (aux - residual).pow(2).sum(dim=1).mean() / var
 
 
 @torch.no_grad()
@@ -489,16 +284,14 @@ def train(data: Any, config: TrainConfig, *, eval_data: Any = None, init: TopKSA
         opt.load_state_dict(state["optimizer"])
         for g, s in zip(opt.param_groups, settings):
             g.update(s)
-    local = cfg.batch_size // world
     flops_per_example = training_flops_per_example(source.d, cfg.n_latents, cfg.k)
     metrics_path = os.path.join(ckpt_dir, "metrics.jsonl") if ckpt_dir and rank == 0 else None
     if metrics_path:
         # Start the file from what the checkpoint holds: records a killed run logged after its
         # last checkpoint are logged again by this run, not duplicated.
-        text = "".join(json.dumps(r) + "\n" for r in history)
-        _atomic_write(metrics_path, lambda p: _write_text(p, text))
-    # Mixed precision: the encode and decode see bf16 copies of the weights (made each step, so
-    # autograd hands fp32 gradients back to the fp32 parameters).
+        atomic_write_text(metrics_path, "".join(json.dumps(r) + "\n" for r in history))
+    # Mixed precision: the model's forward encodes and decodes with bf16 copies of the weights
+    # (see TopKSAE.forward's compute_dtype).
     cdtype = getattr(torch, cfg.compute_dtype) if cfg.compute_dtype else dtype
     mixed = cdtype != dtype
     # The decoder-gradient projection is fused into the sparse decode's backward on the Triton
@@ -553,54 +346,22 @@ def train(data: Any, config: TrainConfig, *, eval_data: Any = None, init: TopKSA
         if dist:
             dist.barrier()
 
-    # Batches: the data order is a function of (seed, epoch), its permutation drawn once per
-    # epoch (not per step: at N = 1M a permutation costs about as much as a GPU step).
-    epoch_order: dict[int, np.ndarray] = {}
-    pin = device.type == "cuda"
-    resident = _resident_data(source, cfg, dtype, device)
-
-    def load(s: int) -> torch.Tensor:
-        epoch, pos = divmod(s, steps_per_epoch)
-        if epoch not in epoch_order:
-            epoch_order.clear()
-            epoch_order[epoch] = np.random.default_rng([cfg.seed, epoch]).permutation(n_train)
-        batch_rows = train_rows[epoch_order[epoch][pos * cfg.batch_size : (pos + 1) * cfg.batch_size]]
-        mine = batch_rows[rank * local : (rank + 1) * local]
-        if resident is not None:
-            return resident.index_select(0, torch.from_numpy(mine).to(device, non_blocking=True))
-        x = source.rows(mine, dtype=dtype)
-        return x.pin_memory() if pin else x
-
-    prefetch = resident is None and (cfg.prefetch if cfg.prefetch is not None else device.type == "cuda")
-    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fastsae-batches") if prefetch else None
-    pending = None
+    batches = BatchSource(source, train_rows, cfg, dtype=dtype, device=device, rank=rank, world=world,
+                          total_steps=total_steps)
     try:
         while step < total_steps:
-            x = (pending.result() if pending is not None else load(step)).to(device, non_blocking=True)
-            # numpy's gather and the pinned copy release the GIL: the next batch loads meanwhile
-            pending = pool.submit(load, step + 1) if pool is not None and step + 1 < total_steps else None
-
-            dead = since_fired >= dead_window  # from the steps before this one
-            # A host synchronisation (the other is the decode's index check): k_aux and whether
-            # AuxK runs depend on the dead count.
-            n_dead = int(dead.sum()) if cfg.aux_alpha > 0 else 0
-            target = sae.standardize(x)
-            z = (target - sae.b_pre).to(cdtype)
-            W_enc, b_enc, W_dec = (p.to(cdtype) for p in (sae.W_enc, sae.b_enc, sae.W_dec))
-            if n_dead:
-                # One encoder pass gives the code and the top-k_aux among dead latents.
-                code, aux_code = ops.topk_encode_aux(z, W_enc, b_enc, cfg.k, dead, min(cfg.k_aux_effective, n_dead))
-            else:
-                code = ops.topk_encode(z, W_enc, b_enc, cfg.k)
-            if mixed:  # b_pre added in full precision
-                recon = ops.sparse_decode(code.indices, code.values, W_dec).to(dtype) + sae.b_pre
-            else:
-                recon = ops.sparse_decode(code.indices, code.values, W_dec, sae.b_pre, project_grad=fused_projection)
-            nmse = (recon - target).pow(2).sum(dim=1).mean() / mse_scale
+            x = batches.batch(step)
+            # AuxK's dead latents, from the steps before this one (reading their count in the
+            # forward is a host synchronisation; the other is the decode's index check)
+            dead = since_fired >= dead_window if cfg.aux_alpha > 0 else None
+            out = sae(x, mse_scale=mse_scale, dead_mask=dead, k_aux=cfg.k_aux_effective, compute_dtype=cdtype,
+                      project_grad=fused_projection, reduce=_all_reduce_)
+            nmse, code = out.nmse, out.code
             loss = nmse / world  # gradients are summed over ranks: the mean of the global batch
-            aux = torch.zeros((), dtype=nmse.dtype, device=device)
-            if n_dead:
-                aux = _aux_loss(aux_code, W_dec, (target - recon).detach(), fused_projection)
+            if out.aux_loss is None:  # AuxK off
+                aux = torch.zeros((), dtype=nmse.dtype, device=device)
+            else:  # a constant zero when no latent is dead: adding it changes neither loss nor gradients
+                aux = out.aux_loss
                 loss = loss + cfg.aux_alpha * aux / world
             # scatter, not mask indexing: no host synchronisation
             fired = torch.zeros(cfg.n_latents, dtype=torch.int64, device=device).scatter_reduce_(
@@ -630,50 +391,7 @@ def train(data: Any, config: TrainConfig, *, eval_data: Any = None, init: TopKSA
             if step % cfg.checkpoint_every == 0 or step == total_steps:
                 checkpoint(*(before or (history, acc, acc_steps)))
     finally:
-        if pool is not None:
-            pool.shutdown(wait=True, cancel_futures=True)
+        batches.close()
         if bar is not None:
             bar.close()
     return TrainResult(sae, history, cfg, step)
-
-
-@torch.no_grad()
-def encode_dataset(sae: TopKSAE, data: Any, *, batch_size: int = 4096, out_dir: str | None = None,
-                   progress: bool = False) -> SparseCode:
-    """Top-k codes of every row of ``data`` (raw inputs; the model's standardisation applies).
-
-    With ``out_dir`` the codes go to ``out_dir/indices.npy`` (int64) and ``values.npy``
-    (float32) as memmaps, written to temporary names and renamed when complete; the returned
-    tensors share that memory.
-    """
-    source = ArraySource(data)
-    if source.d != sae.d_in:
-        raise ValueError(f"data has d={source.d}, the SAE expects d={sae.d_in}")
-    n, k = source.n_rows, sae.k
-    device = sae.W_enc.device
-    if out_dir:
-        os.makedirs(out_dir, exist_ok=True)
-        ti, tv = os.path.join(out_dir, ".indices.npy.tmp"), os.path.join(out_dir, ".values.npy.tmp")
-        idx = np.lib.format.open_memmap(ti, mode="w+", dtype=np.int64, shape=(n, k))
-        val = np.lib.format.open_memmap(tv, mode="w+", dtype=np.float32, shape=(n, k))
-    else:
-        idx, val = np.empty((n, k), np.int64), np.empty((n, k), np.float32)
-    rows = np.arange(n)
-    it = range(0, n, batch_size)
-    if progress:
-        from tqdm.auto import tqdm
-
-        it = tqdm(it, desc="encode", unit="batch")
-    for a in it:
-        x = source.rows(rows[a : a + batch_size], dtype=sae.W_enc.dtype).to(device)
-        code = sae.encode(x)
-        idx[a : a + batch_size] = code.indices.cpu().numpy()
-        val[a : a + batch_size] = code.values.float().cpu().numpy()
-    if out_dir:
-        idx.flush(), val.flush()
-        del idx, val
-        os.replace(ti, os.path.join(out_dir, "indices.npy"))
-        os.replace(tv, os.path.join(out_dir, "values.npy"))
-        idx = np.load(os.path.join(out_dir, "indices.npy"), mmap_mode="r+")
-        val = np.load(os.path.join(out_dir, "values.npy"), mmap_mode="r+")
-    return SparseCode(torch.from_numpy(idx), torch.from_numpy(val))
