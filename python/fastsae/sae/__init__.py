@@ -15,10 +15,31 @@ package exports would be shadowed by it (``fastsae.sae.train`` is the function).
 from .config import RESUME_FREE_FIELDS, TrainConfig, TrainResult
 from .data import ArraySource
 from .encode import encode_dataset
-from .formats import FORMATS, load_openai_sae, load_paper_pth, load_sae, load_saelens, load_sparsify
+from .formats import (
+    FORMATS,
+    load_openai_sae,
+    load_paper_pth,
+    load_sae,
+    load_saelens,
+    load_sparsify,
+)
 from .model import SAEOutput, TopKSAE
-from .sweeps import PowerLawFit, SweepResult, SweepRun, fit_power_law, load_sweep, plot_scaling, sweep
-from .trainer import geometric_median, make_optimizer, optimizer_step, train, training_flops_per_example
+from .sweeps import (
+    PowerLawFit,
+    SweepResult,
+    SweepRun,
+    fit_power_law,
+    load_sweep,
+    plot_scaling,
+    sweep,
+)
+from .trainer import (
+    geometric_median,
+    make_optimizer,
+    optimizer_step,
+    train,
+    training_flops_per_example,
+)
 
 __all__ = [
     "FORMATS", "RESUME_FREE_FIELDS", "ArraySource", "PowerLawFit", "SAEOutput", "SweepResult", "SweepRun",

@@ -19,7 +19,6 @@ import torch
 from ..io import atomic_write_text
 from .model import TopKSAE
 
-
 _STEP_DIR = re.compile(r"step-(\d{9})")
 _TMP_DIR = re.compile(r"\.tmp-step-\d{9}-(\d+)")
 _STATE_KEYS = ("step", "optimizer", "mse_scale", "since_fired", "torch_rng", "history")

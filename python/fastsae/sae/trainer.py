@@ -25,13 +25,13 @@ import torch
 
 from .. import ops
 from ..io import atomic_write_text
+from ..ops import SparseCode  # noqa: F401 (re-exported, as the old trainer did)
 from .batches import BatchSource, _resident_data  # noqa: F401 (_resident_data: the old trainer's name)
 from .checkpoints import load_checkpoint, remove_stale_temporaries, save_checkpoint
-from .config import RESUME_FREE_FIELDS, TrainConfig, TrainResult, _resume_differences
+from .config import RESUME_FREE_FIELDS, TrainConfig, TrainResult, _resume_differences  # noqa: F401 (re-exported)
 from .data import ArraySource
-from .encode import encode_dataset
+from .encode import encode_dataset  # noqa: F401 (re-exported: fastsae.trainer had it)
 from .model import TopKSAE, _aux_loss  # noqa: F401 (_aux_loss: the old trainer's name)
-from ..ops import SparseCode  # noqa: F401 (re-exported, as the old trainer did)
 
 
 def make_optimizer(sae: TopKSAE, cfg: TrainConfig) -> torch.optim.Optimizer:
