@@ -79,7 +79,8 @@ class SAEOutput(NamedTuple):
     reconstruction of the main residual ``target_standardized - recon_standardized``
     (detached), its squared error summed over dimensions and averaged over the batch, divided
     by the residual's total variance around its mean (batch statistics, summed over ranks by
-    ``reduce``). Gradients reach only the dead latents' encoder and decoder rows. ``None``
+    ``reduce``). Its gradient reaches the dead latents' encoder and decoder rows only (and
+    ``b_pre`` through the encoder's input). ``None``
     without ``dead_mask``; a zero scalar when ``dead_mask`` marks no latent."""
 
 
