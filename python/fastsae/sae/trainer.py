@@ -9,6 +9,12 @@
   each decoder row is removed before the step and rows are renormalised after it;
 * metrics as JSON lines, atomic checkpoints with optimiser and data position (``resume``),
   and data parallelism over ``torch.distributed`` ranks (gradients all-reduced).
+
+This module is the loop: set-up or resume, the batches (:class:`~.batches.BatchSource`), the
+step, metrics, checkpoints. The step's math (standardise, encode, decode, the losses with AuxK,
+mixed precision and the fused projection) is :meth:`TopKSAE.forward`, written once in
+:mod:`.model`; the configuration is :mod:`.config`. Every name the old ``fastsae.trainer``
+had is importable from here (``fastsae.trainer`` is this module).
 """
 
 from __future__ import annotations
