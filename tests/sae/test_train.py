@@ -211,7 +211,7 @@ def test_bad_input(tmp_path):
         train(bad, small_config())
     with pytest.raises(ValueError, match="smaller than n_latents"):
         small_config(k=96)
-    with pytest.raises(ValueError, match="positive int"):
+    with pytest.raises(ValueError, match="k must be >= 1, got 0"):
         small_config(k=0)
     with pytest.raises(ValueError, match="empty"):
         train(np.zeros((0, 24), np.float32), small_config())

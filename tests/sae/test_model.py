@@ -101,7 +101,8 @@ def test_corrupt_and_mismatched_checkpoints(tmp_path):
 
 @pytest.mark.parametrize(
     "args, match",
-    [((8, 4, 5), "must not exceed"), ((8, 4, 0), "positive"), ((0, 4, 1), "positive"), ((8, 4.0, 1), "positive")],
+    [((8, 4, 5), "must not exceed"), ((8, 4, 0), "k must be >= 1"), ((0, 4, 1), "d_in must be >= 1"),
+     ((8, 4.0, 1), "n_latents must be an int")],
     ids=["k_gt_n", "k_zero", "d_zero", "n_float"],
 )
 def test_bad_constructor_arguments(args, match):
