@@ -7,8 +7,8 @@
 #
 # 1. builds fastsae (the nanobind extension too) into a private folder with the machine's own
 #    Python packages (no download, no build isolation);
-# 2. runs the kernel tests on the GPU, without the interpreter (tests/test_triton_kernels.py,
-#    tests/test_ops.py, the trainer on the Triton path);
+# 2. runs the kernel tests on the GPU, without the interpreter (tests/ops/test_triton_kernels.py,
+#    tests/ops/test_ops.py, the trainer on the Triton path);
 # 3. runs benchmarks/bench_kernels_gpu.py (correctness gate first, then the timings), with a
 #    time budget so that it ends in the slot; results are rewritten after every configuration;
 # 4. runs benchmarks/bench_train_gpu.py (the trainer's examples/s, fp32 and bf16, fastsae and
@@ -44,7 +44,7 @@ want() { case ",$STEPS," in *",$1,"*) return 0 ;; *) return 1 ;; esac; }
 
 if want tests; then
 t=$(date +%s)
-timeout 240 $PY -m pytest -q -p no:cacheprovider tests/test_triton_kernels.py tests/test_ops.py \
+timeout 240 $PY -m pytest -q -p no:cacheprovider tests/ops/test_triton_kernels.py tests/ops/test_ops.py \
   -k "not aot" 2>&1 | tee "$DEST/tests.log" | tail -25
 step tests "${PIPESTATUS[0]} ($(( $(date +%s) - t )) s)"
 fi

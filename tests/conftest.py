@@ -12,6 +12,11 @@ if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 import subprocess
 import sys
+from pathlib import Path
+
+# The tests mirror the package (tests/sae/, tests/cooc/, ...); shared helper modules (the
+# loopback LLM server, the DevTools client, autointerp fixtures) live in tests/support/.
+sys.path.insert(0, str(Path(__file__).resolve().parent / "support"))
 
 import numpy as np
 import pytest

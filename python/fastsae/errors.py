@@ -53,7 +53,7 @@ def _always_user_errors() -> tuple[type, ...]:
     # unless the command already loaded them.
     import sys
 
-    for mod, names in (("fastsae.embed", ("EmbeddingError",)), ("fastsae.pipeline", ("StepFailed",)),
+    for mod, names in (("fastsae.embed", ("EmbeddingError",)), ("fastsae.run.pipeline", ("StepFailed",)),
                        ("fastsae.autointerp.client", ("EndpointError",)),
                        ("fastsae.autointerp.results", ("AutointerpAborted",))):
         m = sys.modules.get(mod)

@@ -1,5 +1,5 @@
 """fastsae.autointerp against a real HTTP server on loopback speaking the chat-completions
-protocol (tests/llm_server.py), through the real ``openai`` client: known-answer scores,
+protocol (tests/support/llm_server.py), through the real ``openai`` client: known-answer scores,
 retries (429, 5xx, timeouts, malformed bodies), parse failures, a server that dies, the cache,
 resume after a killed subprocess, budgets, and the API key never reaching a file."""
 

@@ -1,4 +1,4 @@
-"""The report in a real headless Chromium, driven over the DevTools protocol (tests/cdp.py):
+"""The report in a real headless Chromium, driven over the DevTools protocol (tests/support/cdp.py):
 it loads from file:// with no console error, the search box filters the index, a feature
 page shows its top documents, a family page renders its tree, hostile text stays text.
 

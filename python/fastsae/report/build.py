@@ -17,7 +17,7 @@ import numpy as np
 
 from .._checks import check_int
 from ..io import atomic_write_bytes, atomic_write_text
-from ..rundir import RunDir
+from ..run.rundir import RunDir
 from .data import activation_histograms, decoder_neighbours, top_cooccurring, top_documents
 from .render import _num, _snippet, render_html
 from .sections import _families, _labels_by_feature, _permuted_figure, _splitting

@@ -14,7 +14,7 @@ import json
 import numpy as np
 
 from ..io import read_jsonl
-from ..rundir import RunDir
+from ..run.rundir import RunDir
 from .data import family_tree, member_matrix, submatrix, tree_parents
 from .render import _num, _ratio
 

@@ -33,7 +33,7 @@ from ..errors import UsageError, check_device, is_user_error, user_message
 def _bench_cooc(args: argparse.Namespace) -> int:
     from .. import _native, cooccurrence, maximum_spanning_forest, threshold
     from ..cooc import normalize_frequency
-    from ..synthetic import planted_hierarchy_codes
+    from ..groundtruth.codes import planted_hierarchy_codes
 
     for name in ("rows", "latents", "k", "families", "children"):
         if getattr(args, name) < 1:
@@ -178,7 +178,7 @@ def _train(args: argparse.Namespace) -> int:
                    device=args.device, force=args.restart, quiet=args.quiet, compute_dtype=args.compute_dtype)
         print(f"SAEs in {run.root}/saes: {', '.join(run.sae_names())}")
         return 0
-    from ..trainer import TrainConfig, train
+    from ..sae.trainer import TrainConfig, train
 
     if args.sizes is not None:
         raise UsageError("--sizes applies with --run DIR; for DATA.npy give --n-latents N --k K")
@@ -310,7 +310,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _sweep(args: argparse.Namespace) -> int:
-    from ..sweeps import sweep
+    from ..sae.sweeps import sweep
 
     res = sweep(args.data, args.k, args.n, args.out, **_train_kwargs(args))
     with open(res.files["table2.md"]) as f:
@@ -328,7 +328,7 @@ def _train_default(name: str):
     """A TrainConfig field's default: the CLI states no default of its own."""
     import dataclasses
 
-    from ..trainer import TrainConfig
+    from ..sae.trainer import TrainConfig
 
     return {f.name: f.default for f in dataclasses.fields(TrainConfig)}[name]
 

@@ -44,7 +44,7 @@ def step_corpus(run: RunDir, *, n_docs: int = 3000, seed: int = 0, cross_topic: 
             raise ValueError(f"{run.root} already holds a corpus with n_docs={cfg.get('n_docs')}, "
                              f"seed={cfg.get('seed')}; use a new run directory or --force")
         return
-    from ..datasets import demo_corpus
+    from ..groundtruth import demo_corpus
 
     t0 = time.perf_counter()
     corpus = demo_corpus(n_docs, seed=seed, cross_topic=cross_topic)
@@ -178,7 +178,7 @@ def step_train(run: RunDir, specs: Sequence[SAESpec], *, epochs: float | None = 
     unset epochs/batch size/lr come from :func:`default_schedule`; ``compute_dtype`` as in
     :class:`~fastsae.TrainConfig`."""
     from ..errors import check_device
-    from ..trainer import TrainConfig, train
+    from ..sae.trainer import TrainConfig, train
 
     specs = list(specs)
     if not specs:
@@ -231,7 +231,7 @@ def step_encode(run: RunDir, names: Sequence[str] | None = None, *, force: bool 
     """Top-k codes of every document under each SAE -> ``codes/<name>/`` (on ``device``,
     default cpu)."""
     from ..errors import check_device
-    from ..trainer import encode_dataset
+    from ..sae.trainer import encode_dataset
 
     device = check_device(device, option="device")
     X = run.checked_embeddings()

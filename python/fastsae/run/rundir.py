@@ -183,7 +183,7 @@ class RunDir:
         return names[-1]
 
     def load_sae(self, name: str, *, device=None):
-        from ..model import TopKSAE
+        from ..sae.model import TopKSAE
 
         path = self.sae_dir(name)
         if not (path / "sae.safetensors").exists():
