@@ -153,7 +153,7 @@ def test_gpu_benchmark_correctness_gate(monkeypatch):
     from pathlib import Path
 
     spec = importlib.util.spec_from_file_location(
-        "bench_kernels_gpu", Path(__file__).resolve().parents[1] / "benchmarks" / "bench_kernels_gpu.py")
+        "bench_kernels_gpu", Path(__file__).resolve().parents[2] / "benchmarks" / "bench_kernels_gpu.py")
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
     B, d, n, k = 6, 40, 150, 9

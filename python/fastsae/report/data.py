@@ -20,6 +20,8 @@ from typing import Any, Sequence
 import numpy as np
 import scipy.sparse as sp
 
+from ..analysis._common import _unit_rows_or_zero
+
 #: Code entries (rows * k) handled per block by the passes over the codes: a few tens of MB of
 #: temporaries whatever the corpus size.
 CHUNK_ENTRIES = 1 << 21
@@ -122,10 +124,8 @@ def activation_histograms(indices: Any, values: Any, n_latents: int, max_act: np
 
 
 def unit_rows(W: Any) -> np.ndarray:
-    """Rows of ``W`` scaled to unit norm (float32; all-zero rows stay zero)."""
-    W = _np(W).astype(np.float32)
-    norm = np.linalg.norm(W, axis=1, keepdims=True)
-    return np.divide(W, norm, out=np.zeros_like(W), where=norm > 0)
+    """Rows of ``W`` scaled to unit norm (float32; all-zero rows stay zero): the analyses' own."""
+    return _unit_rows_or_zero(W)
 
 
 def decoder_neighbours(W_dec: Any, top: int = 5, *, rows: Sequence[int] | None = None,
