@@ -23,17 +23,13 @@ import argparse
 import json
 import os
 import sys
-import time
 
-import numpy as np
 
 from ..errors import UsageError, check_device, is_user_error, user_message
 
 
 def _bench_cooc(args: argparse.Namespace) -> int:
-    from .. import _native, cooccurrence, maximum_spanning_forest, threshold
-    from ..cooc import normalize_frequency
-    from ..groundtruth.codes import planted_hierarchy_codes
+    from .bench import bench_cooc
 
     for name in ("rows", "latents", "k", "families", "children"):
         if getattr(args, name) < 1:
@@ -42,73 +38,26 @@ def _bench_cooc(args: argparse.Namespace) -> int:
         raise UsageError(f"--k {args.k} must be smaller than --latents {args.latents}")
     if not 0.0 <= args.tau < 1.0:
         raise UsageError(f"--tau must be in [0, 1), got {args.tau}")
-    t0 = time.perf_counter()
-    data = planted_hierarchy_codes(
-        args.rows,
-        args.latents,
-        args.k,
-        n_families=args.families,
-        children_per_family=args.children,
-        seed=args.seed,
-    )
-    t_gen = time.perf_counter() - t0
-
-    t0 = time.perf_counter()
-    cooc = cooccurrence(data.indices, data.values, args.latents)
-    t_cooc = time.perf_counter() - t0
-    active = np.count_nonzero(data.values > 0, axis=1).astype(np.int64)
-    n_pairs = int((active * (active - 1) // 2).sum())
-
-    t0 = time.perf_counter()
-    weights = threshold(normalize_frequency(cooc), args.tau)
-    forest = maximum_spanning_forest(weights)
-    t_msf = time.perf_counter() - t0
-
-    # Direct each forest edge from the denser feature to the sparser one (paper, section 4.2).
-    u, v = forest.edges[:, 0], forest.edges[:, 1]
-    denser_u = cooc.freq[u] >= cooc.freq[v]
-    parent = np.where(denser_u, u, v)
-    child = np.where(denser_u, v, u)
-    directed = set(zip(parent.tolist(), child.tolist()))
-    planted = {(int(p), int(c)) for p, cs in zip(data.parents, data.children) for c in cs}
-    found = len(planted & directed)
-    fam_recovered = sum(
-        1 for p, cs in zip(data.parents, data.children) if sum((int(p), int(c)) in directed for c in cs) * 2 >= len(cs)
-    )
-
-    summary = {
-        "rows": args.rows,
-        "n_latents": args.latents,
-        "k": args.k,
-        "threads": _native.max_threads(),
-        "seconds": {"generate": round(t_gen, 3), "cooccurrence": round(t_cooc, 3), "spanning_forest": round(t_msf, 3)},
-        "pair_updates": n_pairs,
-        "ns_per_pair_update_per_core": round(t_cooc * _native.max_threads() / max(n_pairs, 1) * 1e9, 3),
-        "forest_edges": int(len(forest.edges)),
-        "planted_parent_child_edges": len(planted),
-        "planted_edges_in_forest": found,
-        "planted_families_recovered": f"{fam_recovered}/{len(data.parents)}",
-    }
+    res = bench_cooc(args.rows, args.latents, args.k, n_families=args.families, children_per_family=args.children,
+                     tau=args.tau, seed=args.seed, out=args.out)
+    s, sec = res.summary, res.summary["seconds"]
     print("fastsae bench cooc: planted feature families -> co-occurrence -> maximum spanning forest")
     print(f"  codes            {args.rows:,} rows, k={args.k}, n={args.latents:,} latents, {args.families} planted families")
-    print(f"  C and D          {t_cooc:.2f} s ({n_pairs:,} pair-updates, "
-          f"{summary['ns_per_pair_update_per_core']} ns per pair-update per core, {summary['threads']} threads)")
-    print(f"  spanning forest  {t_msf:.2f} s, {len(forest.edges):,} edges after tau={args.tau}")
-    print(f"  planted parent->child edges in the forest: {found}/{len(planted)}; "
-          f"families with >= half their children attached to the parent: {fam_recovered}/{len(data.parents)}")
+    print(f"  C and D          {sec['cooccurrence']:.2f} s ({s['pair_updates']:,} pair-updates, "
+          f"{s['ns_per_pair_update_per_core']} ns per pair-update per core, {s['threads']} threads)")
+    print(f"  spanning forest  {sec['spanning_forest']:.2f} s, {s['forest_edges']:,} edges after tau={args.tau}")
+    print(f"  planted parent->child edges in the forest: {s['planted_edges_in_forest']}/"
+          f"{s['planted_parent_child_edges']}; families with >= half their children attached to the parent: "
+          f"{s['planted_families_recovered']}")
     if args.out:
-        os.makedirs(args.out, exist_ok=True)
-        cooc.save(os.path.join(args.out, "cooc.npz"))
-        with open(os.path.join(args.out, "summary.json"), "w") as f:
-            json.dump(summary, f, indent=2)
         print(f"  written to {args.out}/ (cooc.npz, summary.json)")
     return 0
 
 
 def _train_kwargs(args: argparse.Namespace) -> dict:
-    kw = dict(epochs=1.0 if args.epochs is None else args.epochs,
-              batch_size=1024 if args.batch_size is None else args.batch_size,
-              lr=1e-4 if args.lr is None else args.lr, seed=args.seed,
+    # None: the option was not given, and TrainConfig's own default applies
+    kw = {name: getattr(args, name) for name in ("epochs", "batch_size", "lr") if getattr(args, name) is not None}
+    kw.update(seed=args.seed,
               aux_alpha=args.aux_alpha, grad_clip=args.grad_clip, standardize=not args.no_standardize,
               log_every=args.log_every, checkpoint_every=args.checkpoint_every, progress=not args.quiet)
     if args.max_steps:
