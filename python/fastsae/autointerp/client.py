@@ -30,6 +30,7 @@ import warnings
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+from .._checks import check_choice, check_int, check_number
 from .._endpoint import (
     NO_KEY_PLACEHOLDER,
     PRICES,
@@ -154,23 +155,16 @@ class ClientConfig:
     """Extra or overriding (input, output) USD per 1M tokens per model; see :data:`PRICES`."""
 
     def __post_init__(self) -> None:
-        if not isinstance(self.concurrency, int) or self.concurrency < 1:
-            raise ValueError(f"concurrency must be an integer >= 1, got {self.concurrency!r}")
-        if not (isinstance(self.timeout, (int, float)) and math.isfinite(self.timeout) and self.timeout > 0):
-            raise ValueError(f"timeout must be a positive number of seconds, got {self.timeout!r}")
+        # the one check policy (fastsae._checks); values are checked, never converted
+        check_int(self.concurrency, "concurrency", min=1)
+        check_number(self.timeout, "timeout (seconds)", min=0, min_open=True)
         for name in ("max_retries", "malformed_retries"):
-            v = getattr(self, name)
-            if not isinstance(v, int) or v < 0:
-                raise ValueError(f"{name} must be an integer >= 0, got {v!r}")
-        if self.backoff_base < 0 or self.backoff_max < 0:
-            raise ValueError("backoff_base and backoff_max must be >= 0")
-        if self.temperature is not None and not (0 <= self.temperature <= 2):
-            raise ValueError(f"temperature must be in [0, 2] or None, got {self.temperature!r}")
-        if self.max_output_tokens is not None and (not isinstance(self.max_output_tokens, int)
-                                                   or self.max_output_tokens < 1):
-            raise ValueError(f"max_output_tokens must be a positive integer or None, got {self.max_output_tokens!r}")
-        if self.token_param not in ("max_tokens", "max_completion_tokens"):
-            raise ValueError("token_param must be 'max_tokens' or 'max_completion_tokens'")
+            check_int(getattr(self, name), name, min=0)
+        check_number(self.backoff_base, "backoff_base", min=0)
+        check_number(self.backoff_max, "backoff_max", min=0)
+        check_number(self.temperature, "temperature", min=0, max=2, none=True)
+        check_int(self.max_output_tokens, "max_output_tokens", min=1, none=True)
+        check_choice(self.token_param, "token_param", ("max_tokens", "max_completion_tokens"))
         if self.prices is not None:
             for k, v in self.prices.items():
                 if len(v) != 2 or min(float(v[0]), float(v[1])) < 0:

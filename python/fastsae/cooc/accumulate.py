@@ -23,7 +23,16 @@ import numpy as np
 import scipy.sparse as sp
 
 from .. import _native
-from .._arrays import as_indices, as_values, available_memory, check_codes_shape, check_n_latents, release_pages, sparse_csr
+from .._arrays import (
+    as_indices,
+    as_values,
+    available_memory,
+    check_codes_shape,
+    check_n_latents,
+    release_pages,
+    sparse_csr,
+)
+from .._checks import check_int
 from ._check import check_contents
 from .result import Cooccurrence
 
@@ -178,8 +187,7 @@ def cooccurrence(
     n_rows, k = int(idx_all.shape[0]), int(idx_all.shape[1])
     if chunk_size is None:
         chunk_size = default_chunk_size(k)
-    if isinstance(chunk_size, bool) or not isinstance(chunk_size, (int, np.integer)) or chunk_size <= 0:
-        raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
+    chunk_size = check_int(chunk_size, "chunk_size", min=1)
     acc = CooccurrenceAccumulator(n, dense=dense)
     if progress is None:
         progress = n_rows >= 1_000_000

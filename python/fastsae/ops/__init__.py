@@ -46,6 +46,7 @@ from typing import NamedTuple
 
 import torch
 
+from .._checks import check_int
 from . import reference
 from ._selfcheck import KernelSelfCheckWarning
 from ._selfcheck import reset as selfcheck_reset
@@ -115,8 +116,7 @@ def topk_encode_aux(x: torch.Tensor, W_enc: torch.Tensor, b_enc: torch.Tensor, k
     fewer than ``k_aux`` dead latents are positive. Both codes are differentiable."""
     if dead.shape != (W_enc.shape[0],):
         raise ValueError(f"dead must be a [n] mask with n={W_enc.shape[0]}, got {tuple(dead.shape)}")
-    if isinstance(k_aux, bool) or not isinstance(k_aux, int) or not 1 <= k_aux <= W_enc.shape[0]:
-        raise ValueError(f"k_aux must be an int in [1, n_latents], got {k_aux!r}")
+    check_int(k_aux, "k_aux", min=1, max=W_enc.shape[0])
     if backend(x.device, x.dtype) == "triton":
         reference.check_encode(x, W_enc, b_enc, k)
         from . import encode_kernels

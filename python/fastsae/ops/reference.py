@@ -25,6 +25,8 @@ import warnings
 import torch
 import torch.nn.functional as F
 
+from .._checks import check_int
+
 
 def check_encode(x: torch.Tensor, W_enc: torch.Tensor, b_enc: torch.Tensor, k: int) -> None:
     if x.dim() != 2:
@@ -33,8 +35,7 @@ def check_encode(x: torch.Tensor, W_enc: torch.Tensor, b_enc: torch.Tensor, k: i
         raise ValueError(f"W_enc must be [n, d] with d={x.shape[1]}, got {tuple(W_enc.shape)}")
     if b_enc.shape != (W_enc.shape[0],):
         raise ValueError(f"b_enc must be [n] with n={W_enc.shape[0]}, got {tuple(b_enc.shape)}")
-    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= W_enc.shape[0]:
-        raise ValueError(f"k must be an int in [1, n_latents={W_enc.shape[0]}], got {k!r}")
+    check_int(k, "k", min=1, max=W_enc.shape[0])  # at most n_latents
     if not (x.dtype == W_enc.dtype == b_enc.dtype) or not x.is_floating_point():
         raise TypeError(f"x, W_enc and b_enc must share one floating dtype, got {x.dtype}, {W_enc.dtype}, {b_enc.dtype}")
 
