@@ -282,6 +282,16 @@ def _train_default(name: str):
     return {f.name: f.default for f in dataclasses.fields(TrainConfig)}[name]
 
 
+def _defaults(step: str) -> dict:
+    """The keyword defaults of a run step (or of ``search``): the CLI states none of its own."""
+    import inspect
+
+    from . import pipeline, search
+
+    fn = getattr(search, step) if step == "search" else getattr(pipeline, step)
+    return {n: p.default for n, p in inspect.signature(fn).parameters.items() if p.default is not p.empty}
+
+
 def _add_train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--epochs", type=float, default=None,
                    help=f"passes over the data (default {_train_default('epochs'):g}; with --run: about 3000 steps, "
@@ -377,15 +387,19 @@ def build_parser() -> argparse.ArgumentParser:
     f = sub.add_parser("families", help="feature families (paper or precise method), Table 1, Figs. 2/14/16")
     _add_run(f)
     f.add_argument("--sae", default=None, help="SAE to analyse (default: the run's main SAE)")
-    f.add_argument("--method", choices=["paper", "precise"], default="paper")
-    f.add_argument("--tau", type=float, default=0.1, help="threshold on normalised co-occurrence (paper: 0.1)")
-    f.add_argument("--iterations", type=int, default=3, help="passes after the first (paper: 3)")
-    f.add_argument("--max-density", type=float, default=0.2, help="leave out denser features (authors: 0.2)")
+    fam = _defaults("step_families")
+    f.add_argument("--method", choices=["paper", "precise"], default=fam["method"])
+    f.add_argument("--tau", type=float, default=fam["tau"],
+                   help=f"threshold on normalised co-occurrence (default {fam['tau']}, the paper's)")
+    f.add_argument("--iterations", type=int, default=fam["iterations"],
+                   help=f"passes after the first (default {fam['iterations']}, the paper's)")
+    f.add_argument("--max-density", type=float, default=fam["max_density"],
+                   help=f"leave out denser features (default {fam['max_density']}, the authors')")
     f.set_defaults(func=_families)
 
     sp = sub.add_parser("split", help="feature splitting across the run's SAE sizes (Figs. 6, 13)")
     _add_run(sp)
-    sp.add_argument("--top", type=int, default=3, help="nearest neighbours kept per feature")
+    sp.add_argument("--top", type=int, default=_defaults("step_split")["top"], help="nearest neighbours kept per feature")
     sp.set_defaults(func=_split)
 
     from . import interpret_cli, report_cli
@@ -398,7 +412,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run(q)
     q.add_argument("--steer", action="append", metavar="FEATURE=WEIGHT",
                    help="scale an active feature or add one (id or label text), repeatable")
-    q.add_argument("--top", type=int, default=10, help="documents to show")
+    q.add_argument("--top", type=int, default=_defaults("search")["top"], help="documents to show")
     q.add_argument("--sae", default=None, help="SAE (default: the run's main SAE)")
     q.add_argument("--json", action="store_true", help="print JSON")
     q.set_defaults(func=_search)

@@ -21,7 +21,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         description="Write RUN/report/index.html: a static explorer (opens from disk, no server) of the "
                     "features, their top documents, families, splitting across sizes and the run's figures.")
     p.add_argument("--run", required=True, help="run directory")
-    p.add_argument("--top-docs", type=int, default=10, help="top documents shown per feature (default 10)")
+    import inspect
+
+    from ..report import build_report
+
+    top_docs = inspect.signature(build_report).parameters["top_docs"].default  # not restated here
+    p.add_argument("--top-docs", type=int, default=top_docs, help=f"top documents shown per feature (default {top_docs})")
     p.add_argument("--max-features", type=int, default=None,
                    help="details only for the N most active features (default: all)")
     p.add_argument("--out", default=None, help="output .html file or directory (default RUN/report/index.html)")
