@@ -330,9 +330,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = ap.add_subparsers(dest="command", required=True)
 
     d = sub.add_parser("demo", help="the whole pipeline on the built-in corpus, ending in a browsable report")
-    d.add_argument("--run", default="runs/demo", help="run directory (default runs/demo; reruns continue it)")
-    d.add_argument("--docs", type=int, default=3000, help="documents in the generated corpus (default 3000)")
-    d.add_argument("--seed", type=int, default=0)
+    demo = _defaults("run_demo")
+    d.add_argument("--run", default=demo["root"], help=f"run directory (default {demo['root']}; reruns continue it)")
+    d.add_argument("--docs", type=int, default=demo["n_docs"],
+                   help=f"documents in the generated corpus (default {demo['n_docs']})")
+    d.add_argument("--seed", type=int, default=demo["seed"])
     d.add_argument("--embed-backend", choices=["local", "tfidf", "openai"], default=None,
                    help="text embedder (default: local all-MiniLM-L6-v2 when installed, else tfidf)")
     d.add_argument("--epochs", type=float, default=None, help="training epochs per SAE (default: sized to the corpus)")
